@@ -1,0 +1,71 @@
+//! Public error codes: what a sender (or an admin client) is told, stable across releases.
+//!
+//! Each failure has two audiences: the sender gets a [`PublicError`] (status + stable code + safe
+//! message); the operator's log gets the full detail from the typed error that produced it.
+
+use serde::Serialize;
+
+/// Stable error codes of the HTTP surface. Renaming one is a breaking change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnknownSource,
+    NotFound,
+    MethodNotAllowed,
+    SignatureMissing,
+    SignatureInvalid,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidBody,
+    StoreUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::UnknownSource | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::SignatureMissing | ErrorCode::SignatureInvalid => 401,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InvalidBody => 400,
+            ErrorCode::StoreUnavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownSource => "unknown_source",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::SignatureMissing => "signature_missing",
+            ErrorCode::SignatureInvalid => "signature_invalid",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The error body every non-2xx answer carries: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublicError {
+    #[serde(skip)]
+    pub status: u16,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl PublicError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: code.status(), code, message: message.into() }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}

@@ -1,0 +1,23 @@
+//! Pure core of the webhook hub: everything that decides, nothing that does I/O.
+//!
+//! Body parsing, signature verification, mapping compile + render, trigger evaluation, retry
+//! policy and the domain types live here; the ports (traits in [`ports`]) are implemented by
+//! adapter crates (embedded store, DynamoDB, HTTP forwarder) and wired by the shells.
+
+pub mod body;
+pub mod error;
+pub mod event;
+pub mod golden;
+pub mod ids;
+pub mod mapping;
+pub mod pipeline;
+pub mod ports;
+pub mod request;
+pub mod retry;
+pub mod secret;
+pub mod time;
+pub mod verify;
+
+pub use error::{ErrorCode, PublicError};
+pub use ids::{DeliveryId, EventId, RouteId, SourceId};
+pub use time::UnixMillis;

@@ -1,0 +1,586 @@
+//! Mapping files: compiled once at load into sources and routes; at run time only evaluated.
+//!
+//! A file declares one **source** (endpoint id, body format, verification, dedup key, size cap)
+//! and its **routes** (`when` → `map`/`body` → `to`, with a retry schedule). Selectors are
+//! RFC 9535 JSONPath, strings with `{{` are Handlebars (strict, escaped for their output).
+//! Both run against the *envelope*:
+//! `{"body": ..., "headers": {lower-case: value}, "query": {...}, "event": {id, source, received_at}}`.
+
+pub mod condition;
+pub mod diag;
+pub mod helpers;
+pub mod node;
+pub mod selector;
+pub mod spec;
+pub mod template;
+pub mod value;
+
+use crate::body::BodyFormat;
+use crate::event::OutgoingRequest;
+use crate::ids::{is_valid_id, DeliveryId, EventId, RouteId, SourceId};
+use crate::request::{Headers, RawRequest};
+use crate::retry::RetryPolicy;
+use crate::secret::{Secret, SecretRef, SecretSource};
+use crate::time::UnixMillis;
+use crate::verify::Verifier;
+use base64::Engine as _;
+use bytes::Bytes;
+use condition::Condition;
+pub use diag::{Diagnostic, FileCtx};
+use helpers::LookupTable;
+use node::{Loc, Node};
+use selector::Selector;
+use serde_json::{json, Value};
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use template::{Escape, TemplateRef, Templates};
+pub use value::RenderError;
+use value::MapNode;
+
+/// Default body cap: the AWS Lambda synchronous payload limit, so both shells agree.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How a source derives its dedup key.
+#[derive(Clone, Debug)]
+pub enum DedupRule {
+    Path(Selector),
+    Header(String),
+}
+
+/// Credentials added at send time (never stored with the rendered request).
+#[derive(Clone, Debug)]
+pub enum Auth {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+    ApiKey { header: String, value: Secret },
+}
+
+impl Auth {
+    pub fn header(&self) -> (String, String) {
+        match self {
+            Auth::Bearer(t) => ("authorization".into(), format!("Bearer {}", t.expose())),
+            Auth::Basic { username, password } => {
+                let raw = format!("{username}:{}", password.expose());
+                ("authorization".into(), format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+            }
+            Auth::ApiKey { header, value } => (header.to_ascii_lowercase(), value.expose().to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum BodyPlan {
+    Map(MapNode),
+    Template { template: TemplateRef, content_type: String },
+    Raw,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub id: RouteId,
+    loc: Loc,
+    when: Option<Condition>,
+    body: BodyPlan,
+    method: String,
+    url: UrlPlan,
+    headers: Vec<(String, HeaderValue)>,
+    pub auth: Option<Auth>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug)]
+enum UrlPlan {
+    Fixed(String),
+    Template(TemplateRef),
+}
+
+#[derive(Debug)]
+enum HeaderValue {
+    Fixed(String),
+    Template(TemplateRef),
+}
+
+/// A compiled source with its routes.
+#[derive(Debug)]
+pub struct CompiledSource {
+    pub id: SourceId,
+    pub file: String,
+    pub format: BodyFormat,
+    pub verifier: Verifier,
+    pub dedup: Option<DedupRule>,
+    pub dedup_window: Duration,
+    pub max_body_bytes: usize,
+    pub routes: Vec<CompiledRoute>,
+    templates: Templates,
+    fx: FileCtx,
+}
+
+/// One fired route's rendering.
+#[derive(Debug)]
+pub struct Rendered {
+    pub route: RouteId,
+    pub result: Result<OutgoingRequest, RenderError>,
+}
+
+/// The JSON document selectors and templates see.
+pub fn envelope(
+    event_id: &EventId,
+    source: &SourceId,
+    received_at: UnixMillis,
+    headers: &Headers,
+    query: Option<&str>,
+    body: Value,
+) -> Value {
+    let query_json = match query {
+        Some(q) if !q.is_empty() => crate::body::parse_form(q.as_bytes()),
+        _ => Value::Object(serde_json::Map::new()),
+    };
+    json!({
+        "body": body,
+        "headers": headers.to_json(),
+        "query": query_json,
+        "event": {"id": event_id, "source": source, "received_at": received_at.to_rfc3339()},
+    })
+}
+
+impl CompiledSource {
+    pub fn route(&self, id: &RouteId) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| &r.id == id)
+    }
+
+    /// The dedup key of a request, if the source declares one and the request carries it.
+    pub fn dedup_key(&self, env: &Value, headers: &Headers) -> Option<String> {
+        match self.dedup.as_ref()? {
+            DedupRule::Header(h) => headers.get(h).map(str::to_string).filter(|s| !s.is_empty()),
+            DedupRule::Path(sel) => match sel.first(env)? {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            },
+        }
+    }
+
+    /// Evaluates every route's `when` and renders the ones that fire, in file order.
+    pub fn evaluate(&self, env: &Value, req: &RawRequest, delivery_id: &mut dyn FnMut() -> DeliveryId) -> Vec<Rendered> {
+        self.routes
+            .iter()
+            .filter(|r| r.when.as_ref().is_none_or(|c| c.eval(env, &req.headers)))
+            .map(|r| Rendered { route: r.id.clone(), result: self.render_route(r, env, req, &delivery_id()) })
+            .collect()
+    }
+
+    fn render_route(
+        &self,
+        r: &CompiledRoute,
+        env: &Value,
+        req: &RawRequest,
+        delivery: &DeliveryId,
+    ) -> Result<OutgoingRequest, RenderError> {
+        let fx = &self.fx;
+        let tpl_err = |e: String| RenderError(fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string());
+        let url = match &r.url {
+            UrlPlan::Fixed(u) => u.clone(),
+            UrlPlan::Template(t) => self.templates.render(t, env).map_err(tpl_err)?,
+        };
+        let (content_type, body) = match &r.body {
+            BodyPlan::Map(m) => {
+                let v = m.render(env, &self.templates, fx)?.unwrap_or(Value::Null);
+                ("application/json".to_string(), Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+            }
+            BodyPlan::Template { template, content_type } => {
+                (content_type.clone(), Bytes::from(self.templates.render(template, env).map_err(tpl_err)?))
+            }
+            BodyPlan::Raw => (
+                req.content_type().unwrap_or("application/octet-stream").to_string(),
+                req.body.clone(),
+            ),
+        };
+        let mut headers = vec![("content-type".to_string(), content_type)];
+        for (name, v) in &r.headers {
+            let value = match v {
+                HeaderValue::Fixed(s) => s.clone(),
+                HeaderValue::Template(t) => self.templates.render(t, env).map_err(tpl_err)?,
+            };
+            if value.contains(['\r', '\n']) {
+                return Err(tpl_err(format!("header `{name}` would contain a line break")));
+            }
+            headers.retain(|(k, _)| k != name);
+            headers.push((name.clone(), value));
+        }
+        let event_id = env.pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
+        headers.push(("x-hub-event-id".into(), event_id.to_string()));
+        headers.push(("idempotency-key".into(), delivery.to_string()));
+        Ok(OutgoingRequest { method: r.method.clone(), url, headers, body })
+    }
+}
+
+/// Every compiled source, by id.
+#[derive(Debug, Default)]
+pub struct MappingSet {
+    pub sources: BTreeMap<SourceId, Arc<CompiledSource>>,
+}
+
+impl MappingSet {
+    pub fn source(&self, id: &str) -> Option<&Arc<CompiledSource>> {
+        self.sources.get(&SourceId::new(id))
+    }
+
+    /// Compiles `(file name, text)` pairs. Every problem in every file is reported; a set is
+    /// returned only when there is none.
+    pub fn compile(files: &[(String, String)], secrets: &dyn SecretSource) -> Result<MappingSet, Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        let mut set = MappingSet::default();
+        let mut seen: HashMap<SourceId, (String, Loc)> = HashMap::new();
+        for (name, text) in files {
+            match compile_file(name, text, secrets) {
+                Ok((src, loc)) => {
+                    if let Some((other, oloc)) = seen.get(&src.id) {
+                        diags.push(FileCtx::new(name).at(
+                            loc,
+                            format!("duplicate source id `{}` (also in {other}:{}:{})", src.id, oloc.line, oloc.col),
+                        ));
+                        continue;
+                    }
+                    seen.insert(src.id.clone(), (name.clone(), loc));
+                    set.sources.insert(src.id.clone(), Arc::new(src));
+                }
+                Err(mut d) => diags.append(&mut d),
+            }
+        }
+        if diags.is_empty() { Ok(set) } else { Err(diags) }
+    }
+}
+
+/// Compiles one file; returns the source and where its id was written.
+pub fn compile_file(
+    name: &str,
+    text: &str,
+    secrets: &dyn SecretSource,
+) -> Result<(CompiledSource, Loc), Vec<Diagnostic>> {
+    let fx = FileCtx::new(name);
+    let spec: spec::FileSpec = serde_saphyr::from_str(text).map_err(|e| vec![fx.from_yaml(&e)])?;
+    let mut diags = Vec::new();
+    let mut lookups = HashMap::new();
+    for (tname, node) in &spec.lookups {
+        match lookup_table(node, &fx) {
+            Ok(t) => {
+                lookups.insert(tname.clone(), t);
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    let mut templates = Templates::new(Arc::new(lookups));
+    let src = &spec.source.value;
+    let id_loc = Loc::of(&src.id);
+    if !is_valid_id(&src.id.value) {
+        diags.push(fx.at(id_loc, format!("source id `{}` must be 1-64 of [a-z0-9_-]", src.id.value)));
+    }
+    let verifier = match &src.verify {
+        None => Verifier::None,
+        Some(v) => compile_verify(v, &fx, secrets).unwrap_or_else(|d| {
+            diags.push(d);
+            Verifier::None
+        }),
+    };
+    let mut dedup = None;
+    let mut dedup_window = DEFAULT_DEDUP_WINDOW;
+    if let Some(d) = &src.dedup {
+        let loc = Loc::of(d);
+        match (&d.value.path, &d.value.header) {
+            (Some(p), None) => match Selector::compile(&p.value) {
+                Ok(s) => dedup = Some(DedupRule::Path(s)),
+                Err(e) => diags.push(fx.at(Loc::of(p), e)),
+            },
+            (None, Some(h)) => dedup = Some(DedupRule::Header(h.value.to_ascii_lowercase())),
+            _ => diags.push(fx.at(loc, "dedup takes exactly one of `path` or `header`")),
+        }
+        if let Some(w) = &d.value.window {
+            match duration(w, &fx) {
+                Ok(w) => dedup_window = w,
+                Err(e) => diags.push(e),
+            }
+        }
+    }
+    let max_body_bytes = match &src.max_body_bytes {
+        Some(m) if m.value == 0 => {
+            diags.push(fx.at(Loc::of(m), "max_body_bytes must be positive"));
+            DEFAULT_MAX_BODY_BYTES
+        }
+        Some(m) => usize::try_from(m.value).unwrap_or(usize::MAX),
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let mut routes: Vec<CompiledRoute> = Vec::new();
+    for r in &spec.routes {
+        match compile_route(r, &fx, &mut templates, secrets) {
+            Ok(route) => {
+                if routes.iter().any(|x| x.id == route.id) {
+                    diags.push(fx.at(Loc::of(&r.value.id), format!("duplicate route id `{}`", route.id)));
+                } else {
+                    routes.push(route);
+                }
+            }
+            Err(mut d) => diags.append(&mut d),
+        }
+    }
+    if spec.routes.is_empty() {
+        diags.push(fx.at(Loc::of(&spec.source), "a mapping file needs at least one route under `routes`"));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok((
+        CompiledSource {
+            id: SourceId::new(src.id.value.clone()),
+            file: name.to_string(),
+            format: src.format,
+            verifier,
+            dedup,
+            dedup_window,
+            max_body_bytes,
+            routes,
+            templates,
+            fx,
+        },
+        id_loc,
+    ))
+}
+
+fn lookup_table(node: &Node, fx: &FileCtx) -> Result<LookupTable, Diagnostic> {
+    let Some(entries) = node.as_map() else {
+        return Err(fx.at(node.loc, "a lookup table is a mapping of key: value (and optional `_default`)"));
+    };
+    let mut t = LookupTable::default();
+    for (k, v) in entries {
+        if k == "_default" {
+            t.default = Some(v.to_json());
+        } else {
+            t.entries.insert(k.clone(), v.to_json());
+        }
+    }
+    Ok(t)
+}
+
+fn secret(s: &Spanned<String>, fx: &FileCtx, secrets: &dyn SecretSource) -> Result<Secret, Diagnostic> {
+    let r = SecretRef::parse(&s.value).map_err(|e| fx.at(Loc::of(s), e))?;
+    secrets.resolve(&r).ok_or_else(|| fx.at(Loc::of(s), format!("secret `{r}` is not set")))
+}
+
+fn compile_verify(
+    v: &Spanned<spec::VerifySpec>,
+    fx: &FileCtx,
+    secrets: &dyn SecretSource,
+) -> Result<Verifier, Diagnostic> {
+    match &v.value {
+        spec::VerifySpec::Hmac(h) => {
+            let refs: Vec<&Spanned<String>> = match (&h.secret, &h.secrets) {
+                (Some(s), None) => vec![s],
+                (None, Some(list)) if !list.is_empty() => list.iter().collect(),
+                _ => {
+                    return Err(fx.at(
+                        Loc::of(v),
+                        "hmac verification needs a secret reference: `secret: env:NAME` (or `secrets:` for a rotation)",
+                    ));
+                }
+            };
+            let secrets = refs.into_iter().map(|s| secret(s, fx, secrets)).collect::<Result<Vec<_>, _>>()?;
+            if http::HeaderName::try_from(h.header.value.as_str()).is_err() {
+                return Err(fx.at(Loc::of(&h.header), format!("`{}` is not a valid header name", h.header.value)));
+            }
+            Ok(Verifier::Hmac {
+                algorithm: h.algorithm,
+                encoding: h.encoding,
+                header: h.header.value.to_ascii_lowercase(),
+                prefix: h.prefix.clone().unwrap_or_default(),
+                secrets,
+            })
+        }
+    }
+}
+
+fn duration(s: &Spanned<String>, fx: &FileCtx) -> Result<Duration, Diagnostic> {
+    humantime::parse_duration(s.value.trim())
+        .map_err(|e| fx.at(Loc::of(s), format!("`{}` is not a duration like 30s, 5m, 24h, 7d: {e}", s.value)))
+}
+
+const METHODS: &[&str] = &["POST", "PUT", "PATCH", "DELETE", "GET"];
+
+fn compile_route(
+    r: &Spanned<spec::RouteSpec>,
+    fx: &FileCtx,
+    ts: &mut Templates,
+    secrets: &dyn SecretSource,
+) -> Result<CompiledRoute, Vec<Diagnostic>> {
+    let spec = &r.value;
+    let loc = Loc::of(r);
+    let mut diags = Vec::new();
+    if !is_valid_id(&spec.id.value) {
+        diags.push(fx.at(Loc::of(&spec.id), format!("route id `{}` must be 1-64 of [a-z0-9_-]", spec.id.value)));
+    }
+    let when = spec.when.as_ref().and_then(|w| Condition::compile(w, fx).map_err(|d| diags.push(d)).ok());
+    let to = &spec.to.value;
+    let to_loc = Loc::of(&spec.to);
+
+    let body = match (&spec.map, &to.body, to.raw) {
+        (Some(m), None, false) => MapNode::compile(m, fx, ts).map(BodyPlan::Map).map_err(|d| diags.push(d)).ok(),
+        (None, Some(b), false) => {
+            let ct = to.content_type.as_ref().map(|c| c.value.clone()).unwrap_or_else(|| "application/json".into());
+            let mt = crate::body::media_type(&ct);
+            let escape = if mt == "application/json" || mt.ends_with("+json") {
+                Escape::Json
+            } else if mt == "application/x-www-form-urlencoded" {
+                Escape::Form
+            } else {
+                Escape::Plain
+            };
+            ts.compile(&b.value, escape)
+                .map(|template| BodyPlan::Template { template, content_type: ct })
+                .map_err(|e| diags.push(fx.at(Loc::of(b), e)))
+                .ok()
+        }
+        (None, None, true) => Some(BodyPlan::Raw),
+        _ => {
+            diags.push(fx.at(to_loc, "a route needs exactly one of `map`, `to.body` or `to.raw: true`"));
+            None
+        }
+    };
+    if let (Some(ct), Some(BodyPlan::Map(_)) | Some(BodyPlan::Raw)) = (&to.content_type, &body) {
+        diags.push(fx.at(Loc::of(ct), "`content_type` applies to `to.body` templates only (`map` sends JSON)"));
+    }
+
+    let url_text = to.url.value.trim();
+    let url = if !(url_text.starts_with("https://") || url_text.starts_with("http://")) {
+        diags.push(fx.at(Loc::of(&to.url), format!("url `{url_text}` must start with https:// or http://")));
+        None
+    } else if template::is_template(url_text) {
+        ts.compile(url_text, Escape::Url).map(UrlPlan::Template).map_err(|e| diags.push(fx.at(Loc::of(&to.url), e))).ok()
+    } else {
+        Some(UrlPlan::Fixed(url_text.to_string()))
+    };
+
+    let method = match &to.method {
+        None => "POST".to_string(),
+        Some(m) => {
+            let up = m.value.to_ascii_uppercase();
+            if !METHODS.contains(&up.as_str()) {
+                diags.push(fx.at(Loc::of(m), format!("method `{}` must be one of {}", m.value, METHODS.join(", "))));
+            }
+            up
+        }
+    };
+
+    let mut headers = Vec::new();
+    for (name, v) in &to.headers {
+        if http::HeaderName::try_from(name.as_str()).is_err() {
+            diags.push(fx.at(Loc::of(v), format!("`{name}` is not a valid header name")));
+            continue;
+        }
+        let lname = name.to_ascii_lowercase();
+        if lname == "authorization" {
+            diags.push(fx.at(Loc::of(v), "set credentials with `auth:` (secret references), not a literal header"));
+            continue;
+        }
+        let hv = if template::is_template(&v.value) {
+            match ts.compile(&v.value, Escape::Plain) {
+                Ok(t) => HeaderValue::Template(t),
+                Err(e) => {
+                    diags.push(fx.at(Loc::of(v), e));
+                    continue;
+                }
+            }
+        } else {
+            HeaderValue::Fixed(v.value.clone())
+        };
+        headers.push((lname, hv));
+    }
+
+    let auth = to.auth.as_ref().and_then(|a| {
+        let res = match &a.value {
+            spec::AuthSpec::Bearer(t) => secret(t, fx, secrets).map(Auth::Bearer),
+            spec::AuthSpec::Basic { username, password } => {
+                secret(password, fx, secrets).map(|p| Auth::Basic { username: username.clone(), password: p })
+            }
+            spec::AuthSpec::ApiKey { header, value } => {
+                if http::HeaderName::try_from(header.as_str()).is_err() {
+                    Err(fx.at(Loc::of(a), format!("`{header}` is not a valid header name")))
+                } else {
+                    secret(value, fx, secrets).map(|v| Auth::ApiKey { header: header.clone(), value: v })
+                }
+            }
+        };
+        res.map_err(|d| diags.push(d)).ok()
+    });
+
+    let retry = match &spec.retry {
+        None => RetryPolicy::default(),
+        Some(rs) => compile_retry(rs, fx).unwrap_or_else(|mut d| {
+            diags.append(&mut d);
+            RetryPolicy::default()
+        }),
+    };
+
+    match (diags.is_empty(), body, url) {
+        (true, Some(body), Some(url)) => Ok(CompiledRoute {
+            id: RouteId::new(spec.id.value.clone()),
+            loc,
+            when,
+            body,
+            method,
+            url,
+            headers,
+            auth,
+            retry,
+        }),
+        _ => Err(diags),
+    }
+}
+
+fn compile_retry(rs: &Spanned<spec::RetrySpec>, fx: &FileCtx) -> Result<RetryPolicy, Vec<Diagnostic>> {
+    let s = &rs.value;
+    let mut p = RetryPolicy::default();
+    let mut diags = Vec::new();
+    let mut dur = |v: &Option<Spanned<String>>, slot: &mut Duration| {
+        if let Some(v) = v {
+            match duration(v, fx) {
+                Ok(d) => *slot = d,
+                Err(e) => diags.push(e),
+            }
+        }
+    };
+    dur(&s.max_age, &mut p.max_age);
+    dur(&s.initial_delay, &mut p.initial_delay);
+    dur(&s.max_delay, &mut p.max_delay);
+    dur(&s.timeout, &mut p.timeout);
+    if let Some(m) = &s.max_attempts {
+        if m.value == 0 {
+            diags.push(fx.at(Loc::of(m), "max_attempts must be at least 1"));
+        }
+        p.max_attempts = m.value;
+    }
+    if let Some(m) = &s.multiplier {
+        if !(1.0..=10.0).contains(&m.value) {
+            diags.push(fx.at(Loc::of(m), "multiplier must be between 1 and 10"));
+        }
+        p.multiplier = m.value;
+    }
+    if let Some(j) = s.jitter {
+        p.jitter = j;
+    }
+    if p.timeout.is_zero() || p.timeout > Duration::from_secs(300) {
+        diags.push(fx.at(Loc::of(rs), "timeout must be between 1ms and 5m"));
+    }
+    if diags.is_empty() { Ok(p) } else { Err(diags) }
+}
+
+impl CompiledRoute {
+    /// The route's auth header, shown redacted (for dry runs).
+    pub fn redacted_auth_header(&self) -> Option<(String, String)> {
+        self.auth.as_ref().map(|a| {
+            let (k, _) = a.header();
+            (k, "[redacted]".to_string())
+        })
+    }
+}

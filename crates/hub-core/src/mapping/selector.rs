@@ -1,0 +1,65 @@
+//! Compiled JSONPath selectors (RFC 9535), parsed once at load.
+
+use jsonpath_rust::parser::model::JpQuery;
+use serde_json::Value;
+
+#[derive(Clone, Debug)]
+pub struct Selector {
+    source: String,
+    query: JpQuery,
+}
+
+impl Selector {
+    /// Compiles `path`. Both jsonpath-rust (the evaluator) and serde_json_path (a strict RFC 9535
+    /// parser) must accept it: the former alone reads `$.first name` or `@.a in [..]` as odd
+    /// names and silently matches nothing.
+    pub fn compile(path: &str) -> Result<Self, String> {
+        if let Err(e) = serde_json_path::JsonPath::parse(path) {
+            return Err(format!("invalid JSONPath `{path}`: {e}"));
+        }
+        let query = jsonpath_rust::parser::parse_json_path(path)
+            .map_err(|e| format!("invalid JSONPath `{path}`: {e}"))?;
+        Ok(Self { source: path.to_string(), query })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Every node the query selects, in document order.
+    pub fn select<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
+        match jsonpath_rust::query::js_path_process(&self.query, value) {
+            Ok(refs) => refs.into_iter().map(|r| r.val()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        self.select(value).into_iter().next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selects_with_filters() {
+        let v = json!({"answers": [
+            {"field": {"ref": "name"}, "text": "Ann"},
+            {"field": {"ref": "company_size"}, "choice": {"label": "11-50"}}
+        ]});
+        let s = Selector::compile("$.answers[?@.field.ref=='company_size'].choice.label").expect("valid");
+        assert_eq!(s.first(&v), Some(&json!("11-50")));
+        assert!(Selector::compile("$.missing").expect("valid").select(&v).is_empty());
+    }
+
+    #[test]
+    fn rejects_non_rfc_paths() {
+        assert!(Selector::compile("$.first name").is_err());
+        assert!(Selector::compile("$[?@.a in ['x']]").is_err());
+        assert!(Selector::compile("body.x").is_err());
+        assert!(Selector::compile("$[").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! The mapping file as written (YAML), before compilation. Unknown keys are rejected.
+
+use super::node::Node;
+use crate::body::BodyFormat;
+use crate::verify::{HmacAlgorithm, SigEncoding};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub source: Spanned<SourceSpec>,
+    /// Tables for the `lookup` helper: `name: {key: value, ..., _default: value}`.
+    #[serde(default)]
+    pub lookups: IndexMap<String, Node>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub format: BodyFormat,
+    #[serde(default)]
+    pub verify: Option<Spanned<VerifySpec>>,
+    #[serde(default)]
+    pub dedup: Option<Spanned<DedupSpec>>,
+    /// Largest accepted body in bytes (default 6 MB, the Lambda payload limit).
+    #[serde(default)]
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum VerifySpec {
+    Hmac(HmacSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacSpec {
+    pub algorithm: HmacAlgorithm,
+    #[serde(default)]
+    pub encoding: SigEncoding,
+    pub header: Spanned<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// One secret reference (`env:NAME`) ...
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    /// ... or several, during a rotation.
+    #[serde(default)]
+    pub secrets: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSpec {
+    /// JSONPath into the envelope (`$.body.id`, `$.headers['x-request-id']`).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    /// How long a key is remembered (default 7 days), e.g. `24h`, `7d`.
+    #[serde(default)]
+    pub window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub when: Option<Node>,
+    #[serde(default)]
+    pub map: Option<Node>,
+    pub to: Spanned<ToSpec>,
+    #[serde(default)]
+    pub retry: Option<Spanned<RetrySpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToSpec {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<AuthSpec>>,
+    /// A Handlebars body template (instead of `map`), escaped for `content_type`.
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub content_type: Option<Spanned<String>>,
+    /// Forward the original body and content type unchanged.
+    #[serde(default)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum AuthSpec {
+    Bearer(Spanned<String>),
+    Basic { username: String, password: Spanned<String> },
+    ApiKey { header: String, value: Spanned<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub initial_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub multiplier: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub jitter: Option<bool>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+}

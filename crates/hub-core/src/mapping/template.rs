@@ -1,0 +1,235 @@
+//! Handlebars templates, compiled at load: one registry per output kind, so escaping always fits
+//! where the text lands (JSON string, URL, form body, plain text) and is never HTML escaping.
+
+use super::helpers::{self, LookupTable};
+use handlebars::template::{Parameter, Template, TemplateElement};
+use handlebars::Handlebars;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a template's output goes, which decides how values are escaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Escape {
+    /// Map values and headers: inserted as data, no escaping.
+    Plain,
+    /// Inside a JSON document: values escaped as JSON string content.
+    Json,
+    /// A URL: values percent-encoded (RFC 3986 unreserved kept).
+    Url,
+    /// An `application/x-www-form-urlencoded` body.
+    Form,
+}
+
+/// A compiled template: its registry kind and name.
+#[derive(Clone, Debug)]
+pub struct TemplateRef {
+    pub escape: Escape,
+    pub name: String,
+}
+
+/// Characters kept as-is in URL values: RFC 3986 unreserved.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+fn json_escape(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string()
+}
+
+fn url_escape(s: &str) -> String {
+    utf8_percent_encode(s, URL_VALUE).to_string()
+}
+
+fn form_escape(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The templates of one mapping file.
+pub struct Templates {
+    registries: HashMap<Escape, Handlebars<'static>>,
+    lookups: Arc<HashMap<String, LookupTable>>,
+    next: usize,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("count", &self.next).finish()
+    }
+}
+
+impl Templates {
+    pub fn new(lookups: Arc<HashMap<String, LookupTable>>) -> Self {
+        let mut registries = HashMap::new();
+        for (kind, escape) in [
+            (Escape::Plain, handlebars::no_escape as fn(&str) -> String),
+            (Escape::Json, json_escape),
+            (Escape::Url, url_escape),
+            (Escape::Form, form_escape),
+        ] {
+            let mut hb = Handlebars::new();
+            hb.set_strict_mode(true);
+            hb.set_prevent_indent(true);
+            hb.register_escape_fn(escape);
+            helpers::register_helpers(&mut hb, lookups.clone());
+            registries.insert(kind, hb);
+        }
+        Self { registries, lookups, next: 0 }
+    }
+
+    /// Compiles and registers `source`. Errors are reasons (the caller adds file and line).
+    pub fn compile(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, String> {
+        let tpl = Template::compile(source).map_err(|e| match e.pos() {
+            Some((l, c)) => format!("template error at {l}:{c} of the template: {}", e.reason()),
+            None => format!("template error: {}", e.reason()),
+        })?;
+        check_elements(&tpl.elements, escape, &self.lookups)?;
+        let name = format!("t{}", self.next);
+        self.next += 1;
+        let hb = self.registries.get_mut(&escape).ok_or("no registry")?;
+        hb.register_template(&name, tpl);
+        Ok(TemplateRef { escape, name })
+    }
+
+    pub fn render(&self, t: &TemplateRef, ctx: &Value) -> Result<String, String> {
+        let hb = self.registries.get(&t.escape).ok_or("no registry")?;
+        hb.render(&t.name, ctx).map_err(|e| render_reason(&e))
+    }
+}
+
+/// Whether a string needs Handlebars at all (most map values are plain literals).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{")
+}
+
+fn render_reason(e: &handlebars::RenderError) -> String {
+    let reason = e.reason().to_string();
+    match (e.line_no, e.column_no) {
+        (Some(l), Some(c)) => format!("{reason} (template {l}:{c})"),
+        _ => reason,
+    }
+}
+
+const BLOCK_HELPERS: &[&str] = &["if", "unless", "each", "with"];
+
+fn check_elements(
+    elements: &[TemplateElement],
+    escape: Escape,
+    lookups: &HashMap<String, LookupTable>,
+) -> Result<(), String> {
+    for el in elements {
+        match el {
+            TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
+            TemplateElement::HtmlExpression(h) => {
+                if escape != Escape::Plain {
+                    return Err("`{{{...}}}` would bypass escaping; use `{{...}}`".into());
+                }
+                check_call(h, lookups)?;
+            }
+            TemplateElement::Expression(h) => check_call(h, lookups)?,
+            TemplateElement::HelperBlock(h) => {
+                if let Parameter::Name(n) = &h.name
+                    && !BLOCK_HELPERS.contains(&n.as_str())
+                {
+                    return Err(format!("unknown block helper `#{n}` (block helpers: {})", BLOCK_HELPERS.join(", ")));
+                }
+                check_params(h, lookups)?;
+                if let Some(t) = &h.template {
+                    check_elements(&t.elements, escape, lookups)?;
+                }
+                if let Some(t) = &h.inverse {
+                    check_elements(&t.elements, escape, lookups)?;
+                }
+            }
+            TemplateElement::DecoratorExpression(_)
+            | TemplateElement::DecoratorBlock(_)
+            | TemplateElement::PartialExpression(_)
+            | TemplateElement::PartialBlock(_) => {
+                return Err("partials and decorators are not supported in mapping templates".into());
+            }
+            _ => return Err("unsupported template construct".into()),
+        }
+    }
+    Ok(())
+}
+
+fn check_call(h: &handlebars::template::HelperTemplate, lookups: &HashMap<String, LookupTable>) -> Result<(), String> {
+    if let Parameter::Name(n) = &h.name {
+        let is_call = !h.params.is_empty() || !h.hash.is_empty();
+        let known = helpers::HELPER_NAMES.contains(&n.as_str());
+        if is_call && !known {
+            return Err(format!("unknown helper `{n}`"));
+        }
+        if known {
+            let literals: Vec<Option<&Value>> = h.params.iter().map(literal).collect();
+            let hash: Vec<(&str, Option<&Value>)> = h.hash.iter().map(|(k, v)| (k.as_str(), literal(v))).collect();
+            helpers::check_call(n, &literals, &hash, lookups).map_err(|e| format!("{n}: {e}"))?;
+        }
+    }
+    check_params(h, lookups)
+}
+
+fn check_params(h: &handlebars::template::HelperTemplate, lookups: &HashMap<String, LookupTable>) -> Result<(), String> {
+    for p in h.params.iter().chain(h.hash.values()) {
+        if let Parameter::Subexpression(se) = p {
+            match se.element.as_ref() {
+                TemplateElement::Expression(inner) | TemplateElement::HtmlExpression(inner) => {
+                    check_call(inner, lookups)?
+                }
+                _ => return Err("unsupported sub-expression".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn literal(p: &Parameter) -> Option<&Value> {
+    match p {
+        Parameter::Literal(v) => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t() -> Templates {
+        Templates::new(Arc::new(HashMap::new()))
+    }
+
+    #[test]
+    fn escaping_follows_the_output_kind() {
+        let mut ts = t();
+        let ctx = json!({"body": {"name": "A \"quoted\" <b>&/x y"}});
+        let j = ts.compile(r#"{"n": "{{body.name}}"}"#, Escape::Json).expect("compiles");
+        let out = ts.render(&j, &ctx).expect("renders");
+        assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({"n": "A \"quoted\" <b>&/x y"}));
+        let u = ts.compile("https://x.test/c/{{body.name}}", Escape::Url).expect("compiles");
+        assert_eq!(ts.render(&u, &ctx).expect("renders"), "https://x.test/c/A%20%22quoted%22%20%3Cb%3E%26%2Fx%20y");
+        let p = ts.compile("{{body.name}}", Escape::Plain).expect("compiles");
+        assert_eq!(ts.render(&p, &ctx).expect("renders"), "A \"quoted\" <b>&/x y");
+        let f = ts.compile("n={{body.name}}", Escape::Form).expect("compiles");
+        assert_eq!(ts.render(&f, &ctx).expect("renders"), "n=A+%22quoted%22+%3Cb%3E%26%2Fx+y");
+    }
+
+    #[test]
+    fn strict_mode_reports_missing_fields() {
+        let mut ts = t();
+        let p = ts.compile("{{body.nope}}", Escape::Plain).expect("compiles");
+        let e = ts.render(&p, &json!({"body": {}})).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn compile_rejects_unknown_helpers_triple_stash_and_partials() {
+        let mut ts = t();
+        assert!(ts.compile("{{shout body.x}}", Escape::Plain).unwrap_err().contains("unknown helper `shout`"));
+        assert!(ts.compile("{{lower (shout body.x)}}", Escape::Plain).unwrap_err().contains("shout"));
+        assert!(ts.compile("{{#loop x}}{{/loop}}", Escape::Plain).unwrap_err().contains("block helper"));
+        assert!(ts.compile("{{{body.x}}}", Escape::Json).unwrap_err().contains("bypass"));
+        assert!(ts.compile("{{> other}}", Escape::Plain).unwrap_err().contains("partials"));
+        assert!(ts.compile("{{#if x}}", Escape::Plain).unwrap_err().contains("template error"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The use cases: ingest a webhook, dispatch an event to its routes, attempt a delivery.
+//!
+//! Shells call these and nothing else: the HTTP surface calls [`Hub::ingest`]; the local worker
+//! and the SQS consumer both feed jobs to [`Hub::run_job`].
+
+use crate::body::{parse_body, BodyError};
+use crate::error::{ErrorCode, PublicError};
+use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
+use crate::ids::{DeliveryId, EventId, RouteId};
+use crate::mapping::{envelope, CompiledSource, MappingSet};
+use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Store, StoreError};
+use crate::request::RawRequest;
+use crate::retry::{classify, Verdict};
+use crate::time::{Clock, UnixMillis};
+use crate::verify::VerifyError;
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("unknown source `{0}`")]
+    UnknownSource(String),
+    #[error("body of {size} bytes exceeds this source's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// What the sender is told. Store details stay in the operator's log.
+    pub fn public(&self) -> PublicError {
+        match self {
+            IngestError::UnknownSource(s) => PublicError::new(ErrorCode::UnknownSource, format!("no source `{s}`")),
+            IngestError::TooLarge { limit, .. } => {
+                PublicError::new(ErrorCode::PayloadTooLarge, format!("body exceeds {limit} bytes"))
+            }
+            IngestError::Signature(VerifyError::Missing(h)) => {
+                PublicError::new(ErrorCode::SignatureMissing, format!("missing signature header `{h}`"))
+            }
+            IngestError::Signature(e) => PublicError::new(ErrorCode::SignatureInvalid, e.to_string()),
+            IngestError::Body(e @ BodyError::UnsupportedMediaType(_)) => {
+                PublicError::new(ErrorCode::UnsupportedMediaType, e.to_string())
+            }
+            IngestError::Body(e) => PublicError::new(ErrorCode::InvalidBody, e.to_string()),
+            IngestError::Store(_) => {
+                PublicError::new(ErrorCode::StoreUnavailable, "the event could not be stored; retry later")
+            }
+        }
+    }
+}
+
+/// Checks a request passes before it is accepted: size, signature over the raw bytes, body.
+/// Returns the parsed body. Shared by the server, golden examples and dry runs.
+pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<Value, IngestError> {
+    if req.body.len() > source.max_body_bytes {
+        return Err(IngestError::TooLarge { size: req.body.len(), limit: source.max_body_bytes });
+    }
+    if verify {
+        source.verifier.verify(req)?;
+    }
+    Ok(parse_body(source.format, req.content_type(), &req.body)?)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    pub event_id: EventId,
+    pub duplicate: bool,
+}
+
+/// The hub's use cases over its ports.
+pub struct Hub {
+    pub mappings: Arc<MappingSet>,
+    pub store: Arc<dyn Store>,
+    pub forwarder: Arc<dyn Forwarder>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Hub {
+    /// Accepts one webhook: on `Ok` the raw request is durably stored and its dispatch queued.
+    pub async fn ingest(&self, source_id: &str, req: RawRequest) -> Result<Ingested, IngestError> {
+        let source = self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
+        let body = admit(source, &req, true)?;
+        let id = EventId::generate();
+        let env = envelope(&id, &source.id, req.received_at, &req.headers, req.query.as_deref(), body);
+        let dedup =
+            source.dedup_key(&env, &req.headers).map(|k| (k, req.received_at.plus(source.dedup_window)));
+        let event = NewEvent {
+            id,
+            source: source.id.clone(),
+            received_at: req.received_at,
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            remote_addr: req.remote_addr,
+            body: req.body,
+            dedup,
+        };
+        match self.store.accept(event).await? {
+            Acceptance::Accepted(event_id) => {
+                info!(source = %source.id, event = %event_id, "accepted");
+                Ok(Ingested { event_id, duplicate: false })
+            }
+            Acceptance::Duplicate(event_id) => {
+                info!(source = %source.id, event = %event_id, "duplicate, not stored again");
+                Ok(Ingested { event_id, duplicate: true })
+            }
+        }
+    }
+
+    /// Runs one job to completion and records its outcome. Errors are store errors only: the
+    /// job stays queued and is retried by whoever feeds jobs.
+    pub async fn run_job(&self, job: &Job) -> Result<(), StoreError> {
+        match job {
+            Job::Dispatch(id) => self.dispatch(id).await,
+            Job::Attempt(id, d) => self.attempt(id, d).await,
+        }
+    }
+
+    async fn dispatch(&self, id: &EventId) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let (Some(ev), Some(body)) = (self.store.event(id).await?, self.store.body(id).await?) else {
+            warn!(event = %id, "dispatch of an unknown event dropped");
+            return self.store.save_dispatch(id, Vec::new(), Some("event not found".into()), now).await;
+        };
+        let Some(source) = self.mappings.source(ev.source.as_str()) else {
+            let msg = format!("source `{}` is not configured any more", ev.source);
+            warn!(event = %id, "{msg}");
+            return self.store.save_dispatch(id, Vec::new(), Some(msg), now).await;
+        };
+        let req = raw_request(&ev, body);
+        let parsed = match admit(source, &req, false) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("body no longer parses for this source: {e}");
+                return self.store.save_dispatch(id, Vec::new(), Some(msg), now).await;
+            }
+        };
+        let env = envelope(&ev.id, &ev.source, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
+        let deliveries = source
+            .evaluate(&env, &req, &mut DeliveryId::generate)
+            .into_iter()
+            .map(|r| new_delivery(r.route, r.result.map_err(|e| e.0), now))
+            .collect::<Vec<_>>();
+        info!(event = %id, fired = deliveries.len(), "dispatched");
+        self.store.save_dispatch(id, deliveries, None, now).await
+    }
+
+    async fn attempt(&self, id: &EventId, did: &DeliveryId) -> Result<(), StoreError> {
+        let Some(ev) = self.store.event(id).await? else { return Ok(()) };
+        let Some(mut d) = ev.deliveries.iter().find(|d| &d.id == did).cloned() else { return Ok(()) };
+        if d.status.is_final() {
+            // A stale job (e.g. after a crash between send and record): clear it.
+            return self.store.save_attempt(id, d).await;
+        }
+        let route = self.mappings.source(ev.source.as_str()).and_then(|s| s.route(&d.route));
+        let (Some(route), Some(mut request)) = (route, d.request.clone()) else {
+            d.status = DeliveryStatus::Dead;
+            d.next_attempt_at = None;
+            d.last_error = Some(match d.request {
+                None => d.last_error.clone().unwrap_or_else(|| "nothing to send".into()),
+                Some(_) => format!("route `{}` of source `{}` is not configured any more", d.route, ev.source),
+            });
+            return self.store.save_attempt(id, d).await;
+        };
+        if let Some(auth) = &route.auth {
+            request.headers.push(auth.header());
+        }
+        let started = self.clock.now();
+        let outcome = self.forwarder.send(&request, route.retry.timeout).await;
+        let now = self.clock.now();
+        d.attempts += 1;
+        d.last_attempt_at = Some(started);
+        match classify(&outcome) {
+            Verdict::Delivered { status } => {
+                d.status = DeliveryStatus::Delivered;
+                d.last_status = Some(status);
+                d.last_error = None;
+                d.next_attempt_at = None;
+                info!(event = %id, delivery = %d.id, route = %d.route, status, attempts = d.attempts, "delivered");
+            }
+            Verdict::Retryable { status, reason, retry_after } => {
+                d.last_status = status;
+                let next = route.retry.next_attempt(d.attempts, d.created_at, now, retry_after, jitter(&d));
+                match next {
+                    Some(at) => {
+                        d.status = DeliveryStatus::Retrying;
+                        d.next_attempt_at = Some(at);
+                        d.last_error = Some(reason);
+                    }
+                    None => {
+                        d.status = DeliveryStatus::Dead;
+                        d.next_attempt_at = None;
+                        d.last_error = Some(format!("{reason} (gave up after {} attempts)", d.attempts));
+                    }
+                }
+                warn!(event = %id, delivery = %d.id, route = %d.route, attempts = d.attempts,
+                      status = ?d.status, error = d.last_error.as_deref().unwrap_or(""), "attempt failed");
+            }
+            Verdict::Permanent { status, reason } => {
+                d.status = DeliveryStatus::Dead;
+                d.last_status = status;
+                d.next_attempt_at = None;
+                d.last_error = Some(reason);
+                warn!(event = %id, delivery = %d.id, route = %d.route, error = d.last_error.as_deref().unwrap_or(""),
+                      "permanent failure, dead-lettered");
+            }
+        }
+        self.store.save_attempt(id, d).await
+    }
+}
+
+/// A delivery as created by a dispatch: pending and due now, or dead when rendering failed.
+pub fn new_delivery(
+    route: RouteId,
+    rendered: Result<crate::event::OutgoingRequest, String>,
+    now: UnixMillis,
+) -> DeliveryRecord {
+    let (status, request, last_error, next) = match rendered {
+        Ok(r) => (DeliveryStatus::Pending, Some(r), None, Some(now)),
+        Err(e) => (DeliveryStatus::Dead, None, Some(format!("mapping: {e}")), None),
+    };
+    let id = request
+        .as_ref()
+        .and_then(|r| r.header("idempotency-key"))
+        .map(DeliveryId::new)
+        .unwrap_or_else(DeliveryId::generate);
+    DeliveryRecord {
+        id,
+        route,
+        status,
+        attempts: 0,
+        created_at: now,
+        next_attempt_at: next,
+        last_attempt_at: None,
+        last_status: None,
+        last_error,
+        request,
+    }
+}
+
+/// Rebuilds the request as received from its stored record.
+pub fn raw_request(ev: &EventRecord, body: Bytes) -> RawRequest {
+    RawRequest {
+        method: ev.method.clone(),
+        path: ev.path.clone(),
+        query: ev.query.clone(),
+        headers: ev.headers.clone(),
+        body,
+        received_at: ev.received_at,
+        remote_addr: ev.remote_addr.clone(),
+    }
+}
+
+/// A jitter input in [0, 1) that differs between deliveries and attempts (decorrelating retries
+/// is all jitter is for) while keeping the core free of a random source.
+fn jitter(d: &DeliveryRecord) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.id.hash(&mut h);
+    d.attempts.hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,133 @@
+//! Ports: the small traits through which the core reaches storage and the network.
+//!
+//! Adapters implement them (embedded redb, DynamoDB + SQS, reqwest); one conformance suite runs
+//! against every store adapter so they cannot drift.
+
+use crate::event::{DeliveryRecord, EventRecord, OutgoingRequest};
+use crate::ids::{DeliveryId, EventId, SourceId};
+use crate::request::Headers;
+use crate::time::UnixMillis;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// An event to persist, as accepted at the trust boundary (already verified and parsed).
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub source: SourceId,
+    pub received_at: UnixMillis,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Headers,
+    pub remote_addr: Option<String>,
+    pub body: Bytes,
+    /// `(key, remember until)`: a second event of the same source with the same key before
+    /// that time is a duplicate.
+    pub dedup: Option<(String, UnixMillis)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Stored durably and its dispatch is queued.
+    Accepted(EventId),
+    /// Same source and dedup key as an event already stored: nothing new was written.
+    Duplicate(EventId),
+}
+
+/// Work the delivery worker does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Evaluate the event's routes and create its deliveries.
+    Dispatch(EventId),
+    /// Attempt one delivery.
+    Attempt(EventId, DeliveryId),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub source: Option<SourceId>,
+    /// Only events with this status (`received`, `delivered`, ...).
+    pub status: Option<crate::event::EventStatus>,
+    /// Newest first, at most this many.
+    pub limit: usize,
+    /// Only events with an id lower than this (paging backwards in time).
+    pub before: Option<EventId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("no event {0}")]
+    NoSuchEvent(EventId),
+}
+
+/// The durable store: event log, dedup index and the queue of due work.
+///
+/// Contract: once `accept` returns `Accepted`, the event survives a crash and its dispatch job
+/// will be returned by `due_jobs` until `save_dispatch` is called for it. Every method that
+/// changes an event does so atomically together with the jobs it implies.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn accept(&self, event: NewEvent) -> Result<Acceptance, StoreError>;
+    async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+    async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError>;
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
+    /// Jobs due at or before `now`, oldest due first, at most `limit`.
+    async fn due_jobs(&self, now: UnixMillis, limit: usize) -> Result<Vec<Job>, StoreError>;
+    /// When the earliest queued job is due, if any.
+    async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
+    /// Records a dispatch: appends `deliveries` as the latest set, removes the dispatch job and
+    /// queues an attempt for each pending delivery at its `next_attempt_at`.
+    async fn save_dispatch(
+        &self,
+        id: &EventId,
+        deliveries: Vec<DeliveryRecord>,
+        error: Option<String>,
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Replaces one delivery's record and moves its job: rescheduled while the delivery is
+    /// pending/retrying, removed once it is final.
+    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<(), StoreError>;
+    /// Queues the event's dispatch again (replay). `false` when there is no such event.
+    async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError>;
+    /// Forgets dedup keys remembered until before `now`; returns how many.
+    async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
+
+/// What came of one send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The destination answered (any status).
+    Response {
+        status: u16,
+        /// `Retry-After`, when the destination sent one.
+        retry_after: Option<Duration>,
+        /// The start of the response body, for the operator.
+        body_snippet: String,
+    },
+    /// No answer.
+    Failed { kind: SendFailure, message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFailure {
+    Timeout,
+    Connect,
+    /// Refused by the outbound guard (private address, bad scheme): retrying will not help.
+    Blocked,
+    /// The request could not be built (bad URL or header): retrying will not help.
+    InvalidRequest,
+    /// Anything else on the wire (reset, protocol error): worth retrying.
+    Other,
+}
+
+/// The outbound HTTP port.
+#[async_trait]
+pub trait Forwarder: Send + Sync {
+    async fn send(&self, request: &OutgoingRequest, timeout: Duration) -> SendOutcome;
+}

@@ -1,0 +1,111 @@
+//! HTTP routes: `POST /hooks/{source}` to ingest, `GET /healthz`; every error is JSON with a
+//! stable code.
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hub_core::error::{ErrorCode, PublicError};
+use hub_core::pipeline::{Hub, IngestError};
+use hub_core::request::{Headers, RawRequest};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tracing::{error, warn};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    /// Woken after each accepted event so the local worker picks it up at once.
+    pub accepted: Arc<Notify>,
+}
+
+/// The HTTP surface, identical in every shell.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks/{source}", post(ingest).fallback(method_not_allowed))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn error_response(e: &PublicError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(e.to_json())).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    error_response(&PublicError::new(ErrorCode::NotFound, format!("no route for {}", uri.path())))
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    let mut r = error_response(&PublicError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not accepted here; webhooks are POSTed"),
+    ));
+    r.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+    r
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    Json(json!({"status": "ok", "sources": st.hub.mappings.sources.len()})).into_response()
+}
+
+async fn ingest(
+    State(st): State<AppState>,
+    Path(source): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let connect = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+    let received_at = st.hub.clock.now();
+    let Some(src) = st.hub.mappings.source(&source) else {
+        return error_response(&IngestError::UnknownSource(source).public());
+    };
+    let limit = src.max_body_bytes;
+    // Read at most the cap: a sender cannot make us buffer more than the source allows.
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return error_response(&IngestError::TooLarge { size: limit + 1, limit }.public());
+        }
+        Err(e) => {
+            warn!(source = %source, error = %e, "body read failed");
+            return error_response(&PublicError::new(ErrorCode::InvalidBody, "the request body could not be read"));
+        }
+    };
+    let mut hs = Headers::new();
+    for (k, v) in &headers {
+        hs.push(k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let req = RawRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: hs,
+        body: bytes,
+        received_at,
+        remote_addr: connect.map(|c| c.0.ip().to_string()),
+    };
+    match st.hub.ingest(&source, req).await {
+        Ok(ok) => {
+            if !ok.duplicate {
+                st.accepted.notify_one();
+            }
+            let status = if ok.duplicate { "duplicate" } else { "accepted" };
+            (StatusCode::OK, Json(json!({"status": status, "event_id": ok.event_id}))).into_response()
+        }
+        Err(e) => {
+            match &e {
+                IngestError::Store(inner) => error!(source = %source, error = %inner, "store failed; event not accepted"),
+                other => warn!(source = %source, error = %other, "webhook rejected"),
+            }
+            error_response(&e.public())
+        }
+    }
+}

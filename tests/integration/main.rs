@@ -1,1 +1,9 @@
+//! Cross-crate integration tests: the real `hub` binary on 127.0.0.1 with a temporary store and
+//! real local HTTP destinations.
 
+mod support;
+
+mod delivery;
+mod golden;
+mod ingest;
+mod restart;

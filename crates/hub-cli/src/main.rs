@@ -1,1 +1,166 @@
-fn main() {}
+//! `hub`: run the webhook hub locally and work with mapping files and events.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hub_cli::{mappings_cmd, serve, store_cmd};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hub", version, about = "Webhook integration hub")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Receive webhooks and deliver them (ingest + worker in one process, embedded store).
+    Serve {
+        #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        store: PathBuf,
+        #[arg(long, env = "HUB_MAPPINGS", default_value = "mappings")]
+        mappings: PathBuf,
+        /// Allow deliveries to this network although it is private/loopback (repeatable), e.g. 127.0.0.0/8.
+        #[arg(long = "allow-net", env = "HUB_ALLOW_NETS", value_delimiter = ',')]
+        allow_nets: Vec<ipnet::IpNet>,
+        /// Deliveries in flight at once.
+        #[arg(long, env = "HUB_CONCURRENCY", default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// Check, test and dry-run mapping files.
+    Mappings {
+        #[command(subcommand)]
+        cmd: MappingsCmd,
+    },
+    /// Inspect stored events.
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+    },
+    /// Dispatch a stored event again with the current mappings.
+    Replay {
+        event_id: String,
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        store: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MappingsCmd {
+    /// Compile every mapping file; print `file:line:col: reason` for each problem.
+    Validate {
+        #[arg(default_value = "mappings")]
+        dir: PathBuf,
+        /// Also fail when a referenced secret is not set in the environment.
+        #[arg(long)]
+        require_secrets: bool,
+    },
+    /// Run every golden example (`examples/*.yaml` beside each mapping file).
+    Test {
+        #[arg(default_value = "mappings")]
+        dir: PathBuf,
+    },
+    /// Print what a mapping would send for an input body, without sending.
+    Render {
+        file: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Request header, 'Name: value' (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Check the signature too (needs the signature header and the secret in the environment).
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Newest events first, with status, attempts and last error.
+    List {
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        store: PathBuf,
+        #[arg(long)]
+        source: Option<String>,
+        /// received, filtered, pending, retrying, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event with its deliveries (and body with --body).
+    Show {
+        event_id: String,
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        store: PathBuf,
+        #[arg(long)]
+        body: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    let mut out = std::io::stdout();
+    match cli.cmd {
+        Cmd::Serve { listen, store, mappings, allow_nets, concurrency } => {
+            init_tracing();
+            let cfg = serve::ServeConfig { listen, store, mappings, allow_nets, concurrency };
+            runtime()?.block_on(serve::serve(cfg))?;
+            Ok(true)
+        }
+        Cmd::Mappings { cmd } => match cmd {
+            MappingsCmd::Validate { dir, require_secrets } => mappings_cmd::validate(&dir, require_secrets, &mut out),
+            MappingsCmd::Test { dir } => Ok(mappings_cmd::test(&dir, &mut out)?.failed == 0),
+            MappingsCmd::Render { file, input, headers, verify } => {
+                mappings_cmd::render(&file, &input, &headers, verify, &mut out)
+            }
+        },
+        Cmd::Events { cmd } => {
+            let rt = runtime()?;
+            match cmd {
+                EventsCmd::List { store, source, status, limit, json } => {
+                    rt.block_on(store_cmd::list(&store, source, status, limit, json, &mut out))?
+                }
+                EventsCmd::Show { event_id, store, body } => {
+                    rt.block_on(store_cmd::show(&store, &event_id, body, &mut out))?
+                }
+            }
+            Ok(true)
+        }
+        Cmd::Replay { event_id, store } => {
+            runtime()?.block_on(store_cmd::replay(&store, &event_id, &mut out))?;
+            Ok(true)
+        }
+    }
+}

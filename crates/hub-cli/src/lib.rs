@@ -1,0 +1,8 @@
+//! The `hub` command: `serve` on the embedded store, `mappings validate|test|render`, `events`,
+//! `replay`. `main.rs` parses arguments; the commands live here so integration tests can call
+//! them too.
+
+pub mod files;
+pub mod mappings_cmd;
+pub mod serve;
+pub mod store_cmd;

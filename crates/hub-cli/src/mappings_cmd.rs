@@ -1,0 +1,190 @@
+//! `hub mappings validate|test|render`.
+
+use crate::files;
+use anyhow::{bail, Context, Result};
+use hub_core::golden::ExampleSpec;
+use hub_core::ids::{DeliveryId, EventId};
+use hub_core::mapping::{compile_file, envelope, MappingSet};
+use hub_core::pipeline::admit;
+use hub_core::request::{Headers, RawRequest};
+use hub_core::secret::{EnvSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
+use hub_core::time::{Clock, SystemClock};
+use std::path::{Path, PathBuf};
+
+/// Environment first; unset references become `<env:NAME>` placeholders, so files can be checked
+/// on machines that do not hold production secrets.
+pub struct EnvOrPlaceholder;
+
+impl SecretSource for EnvOrPlaceholder {
+    fn resolve(&self, r: &SecretRef) -> Option<Secret> {
+        EnvSecrets.resolve(r).or_else(|| PlaceholderSecrets.resolve(r))
+    }
+}
+
+/// Compiles every file under `dir`; prints each problem as `file:line:col: reason`.
+/// Returns the number of files and sources on success.
+pub fn validate(dir: &Path, require_secrets: bool, out: &mut dyn std::io::Write) -> Result<bool> {
+    let paths = files::mapping_files(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let texts = files::read_all(&paths)?;
+    let secrets: &dyn SecretSource = if require_secrets { &EnvSecrets } else { &EnvOrPlaceholder };
+    match MappingSet::compile(&texts, secrets) {
+        Ok(set) => {
+            let routes: usize = set.sources.values().map(|s| s.routes.len()).sum();
+            writeln!(out, "ok: {} files, {} sources, {} routes", texts.len(), set.sources.len(), routes)?;
+            Ok(true)
+        }
+        Err(diags) => {
+            for d in &diags {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(out, "{} error(s)", diags.len())?;
+            Ok(false)
+        }
+    }
+}
+
+/// Outcome of `hub mappings test`.
+#[derive(Debug, Default)]
+pub struct TestReport {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// Runs every golden example under `dir`, printing a diff for each mismatch.
+pub fn test(dir: &Path, out: &mut dyn std::io::Write) -> Result<TestReport> {
+    let paths = files::mapping_files(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut report = TestReport::default();
+    for mapping in &paths {
+        let mapping_text = std::fs::read_to_string(mapping)?;
+        let mapping_name = mapping.display().to_string();
+        for ex in files::examples_of(mapping)? {
+            let name = ex.display().to_string();
+            let diffs = run_example(&ex, &mapping_name, &mapping_text);
+            if diffs.is_empty() {
+                report.passed += 1;
+                writeln!(out, "ok   {name}")?;
+            } else {
+                report.failed += 1;
+                writeln!(out, "FAIL {name}")?;
+                for d in diffs {
+                    for line in d.lines() {
+                        writeln!(out, "     {line}")?;
+                    }
+                }
+            }
+        }
+    }
+    writeln!(out, "{} passed, {} failed", report.passed, report.failed)?;
+    Ok(report)
+}
+
+fn run_example(path: &Path, mapping_name: &str, mapping_text: &str) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("{}: {e}", path.display())],
+    };
+    let spec = match ExampleSpec::parse(&path.display().to_string(), &text) {
+        Ok(s) => s,
+        Err(d) => return vec![d.to_string()],
+    };
+    let body = match &spec.request.body_file {
+        Some(f) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(f);
+            match std::fs::read(&p) {
+                Ok(b) => Some(bytes::Bytes::from(b)),
+                Err(e) => return vec![format!("{}: body_file {}: {e}", path.display(), p.display())],
+            }
+        }
+        None => None,
+    };
+    spec.run(mapping_name, mapping_text, body)
+}
+
+/// `hub mappings render`: what the routes would send for this input, without sending it.
+pub fn render(
+    file: &Path,
+    input: &Path,
+    headers: &[String],
+    verify: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let source = match compile_file(&name, &text, &EnvOrPlaceholder) {
+        Ok((s, _)) => s,
+        Err(diags) => {
+            for d in diags {
+                writeln!(out, "{d}")?;
+            }
+            return Ok(false);
+        }
+    };
+    let body = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut hs = Headers::new();
+    for h in headers {
+        let Some((k, v)) = h.split_once(':') else { bail!("--header takes 'Name: value', got `{h}`") };
+        hs.push(k.trim(), v.trim());
+    }
+    if hs.get("content-type").is_none() {
+        let ct = match input.extension().and_then(|e| e.to_str()) {
+            Some("json") => "application/json",
+            _ => "application/x-www-form-urlencoded",
+        };
+        hs.push("content-type", ct);
+    }
+    let req = RawRequest {
+        method: "POST".into(),
+        path: format!("/hooks/{}", source.id),
+        query: None,
+        headers: hs,
+        body: bytes::Bytes::from(body),
+        received_at: SystemClock.now(),
+        remote_addr: None,
+    };
+    let parsed = match admit(&source, &req, verify) {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(out, "rejected ({}): {e}", e.public().code.as_str())?;
+            return Ok(false);
+        }
+    };
+    let id = EventId::new("evt_dry_run");
+    let env = envelope(&id, &source.id, req.received_at, &req.headers, None, parsed);
+    if let Some(k) = source.dedup_key(&env, &req.headers) {
+        writeln!(out, "dedup key: {k}")?;
+    }
+    let rendered = source.evaluate(&env, &req, &mut DeliveryId::generate);
+    if rendered.is_empty() {
+        writeln!(out, "no route fired")?;
+    }
+    let mut ok = true;
+    for r in rendered {
+        writeln!(out, "--- route {}", r.route)?;
+        match r.result {
+            Ok(mut o) => {
+                if let Some(h) = source.route(&r.route).and_then(|rt| rt.redacted_auth_header()) {
+                    o.headers.push(h);
+                }
+                writeln!(out, "{} {}", o.method, o.url)?;
+                for (k, v) in &o.headers {
+                    writeln!(out, "{k}: {v}")?;
+                }
+                writeln!(out)?;
+                match serde_json::from_slice::<serde_json::Value>(&o.body) {
+                    Ok(v) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+                    Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&o.body))?,
+                }
+            }
+            Err(e) => {
+                ok = false;
+                writeln!(out, "error: {e}")?;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Default mappings directory.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("mappings")
+}

@@ -1,0 +1,98 @@
+//! Delivery: retries until the destination recovers, dead-letters permanent failures, replays,
+//! and delivers a retried webhook once.
+
+use crate::support::*;
+
+fn store_arg(dir: &tempfile::TempDir) -> String {
+    dir.path().join("hub.redb").to_str().expect("utf8").to_string()
+}
+
+#[tokio::test]
+async fn failing_destination_is_retried_and_gets_the_event_once_it_recovers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    // Two server errors and a rate limit, then success.
+    dest.script(&[503, 500, 429], 200);
+    lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
+    let hub = Hub::start(&dir.path().join("m"), &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let ack: serde_json::Value = post_signed(&client, &hub, lead_body("R-1")).await.json().await.expect("ack");
+
+    let got = dest.wait_for(4, 20).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let got_after = dest.received();
+    assert_eq!(got_after.len(), 4, "exactly one successful delivery after three failures");
+    // Every attempt carried the same body and idempotency key.
+    let key = got[0].header("idempotency-key");
+    assert!(got.iter().all(|r| r.header("idempotency-key") == key && r.body == got[0].body));
+
+    hub.stop();
+    let (_, out) = hub_cli(&["events", "show", ack["event_id"].as_str().expect("id"), "--store", &store_arg(&dir)]);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["status"], "delivered");
+    assert_eq!(shown["deliveries"][0]["attempts"], 4);
+}
+
+#[tokio::test]
+async fn permanent_failure_is_dead_lettered_and_replay_delivers_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    dest.script(&[], 422);
+    lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
+    let mappings = dir.path().join("m");
+    let store = dir.path().join("hub.redb");
+    let hub = Hub::start(&mappings, &store);
+    let client = reqwest::Client::new();
+    let ack: serde_json::Value = post_signed(&client, &hub, lead_body("D-1")).await.json().await.expect("ack");
+    let id = ack["event_id"].as_str().expect("id").to_string();
+    dest.wait_for(1, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(dest.received().len(), 1, "a 422 is not retried");
+    hub.stop();
+
+    let (code, out) = hub_cli(&["events", "list", "--store", &store_arg(&dir)]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("dead") && out.contains("HTTP 422"), "{out}");
+    let (_, out) = hub_cli(&["events", "list", "--status", "dead", "--json", "--store", &store_arg(&dir)]);
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("one dead event")).expect("json");
+    assert_eq!(line["attempts"], 1);
+
+    // The destination is fixed; replay the event.
+    dest.script(&[], 200);
+    let (code, out) = hub_cli(&["replay", &id, "--store", &store_arg(&dir)]);
+    assert_eq!(code, 0, "{out}");
+    let hub = Hub::start(&mappings, &store);
+    dest.wait_for(2, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    hub.stop();
+    let (_, out) = hub_cli(&["events", "show", &id, "--store", &store_arg(&dir)]);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["status"], "delivered");
+    assert_eq!(shown["dispatches"], 2);
+}
+
+#[tokio::test]
+async fn retried_webhook_with_the_same_dedup_key_is_stored_and_delivered_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
+    let hub = Hub::start(&dir.path().join("m"), &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let first: serde_json::Value = post_signed(&client, &hub, lead_body("DUP-1")).await.json().await.expect("ack");
+    let mut acks = Vec::new();
+    for _ in 0..3 {
+        let r = post_signed(&client, &hub, lead_body("DUP-1")).await;
+        assert_eq!(r.status(), 200);
+        acks.push(r.json::<serde_json::Value>().await.expect("ack"));
+    }
+    for a in &acks {
+        assert_eq!(a["status"], "duplicate");
+        assert_eq!(a["event_id"], first["event_id"]);
+    }
+    dest.wait_for(1, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(dest.received().len(), 1);
+    hub.stop();
+    let (_, out) = hub_cli(&["events", "list", "--json", "--store", &store_arg(&dir)]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+}

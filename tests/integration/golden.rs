@@ -1,0 +1,42 @@
+//! Every golden example under `mappings/` runs here, so `cargo test` fails on a mapping change
+//! that alters what is sent.
+
+use std::path::PathBuf;
+
+fn mappings_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../mappings")
+}
+
+#[test]
+fn shipped_mappings_validate() {
+    let mut out = Vec::new();
+    let ok = hub_cli::mappings_cmd::validate(&mappings_dir(), false, &mut out).expect("validate runs");
+    assert!(ok, "{}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn shipped_golden_examples_pass() {
+    let mut out = Vec::new();
+    let report = hub_cli::mappings_cmd::test(&mappings_dir(), &mut out).expect("test runs");
+    let text = String::from_utf8_lossy(&out);
+    println!("{text}");
+    assert_eq!(report.failed, 0, "{text}");
+    assert!(report.passed >= 8, "expected the shipped examples to run, got {}: {text}", report.passed);
+}
+
+#[test]
+fn validate_reports_file_line_and_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "source:\n  id: bad\nroutes:\n  - id: r\n    map: {a: \"{{shout body.x}}\"}\n    to: {url: \"https://x.test\"}\n",
+    )
+    .expect("write");
+    let mut out = Vec::new();
+    let ok = hub_cli::mappings_cmd::validate(dir.path(), false, &mut out).expect("runs");
+    let text = String::from_utf8_lossy(&out);
+    assert!(!ok);
+    assert!(text.contains("bad.yaml:5:14: unknown helper `shout`"), "{text}");
+    let (code, _) = crate::support::hub_cli(&["mappings", "validate", dir.path().to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+}

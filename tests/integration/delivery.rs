@@ -16,7 +16,8 @@ async fn failing_destination_is_retried_and_gets_the_event_once_it_recovers() {
     lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
     let hub = Hub::start(&dir.path().join("m"), &dir.path().join("hub.redb"));
     let client = reqwest::Client::new();
-    let ack: serde_json::Value = post_signed(&client, &hub, lead_body("R-1")).await.json().await.expect("ack");
+    let ack: serde_json::Value =
+        post_signed(&client, &hub, lead_body("R-1")).await.json().await.expect("ack");
 
     let got = dest.wait_for(4, 20).await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
@@ -27,7 +28,8 @@ async fn failing_destination_is_retried_and_gets_the_event_once_it_recovers() {
     assert!(got.iter().all(|r| r.header("idempotency-key") == key && r.body == got[0].body));
 
     hub.stop();
-    let (_, out) = hub_cli(&["events", "show", ack["event_id"].as_str().expect("id"), "--store", &store_arg(&dir)]);
+    let (_, out) =
+        hub_cli(&["events", "show", ack["event_id"].as_str().expect("id"), "--store", &store_arg(&dir)]);
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["status"], "delivered");
     assert_eq!(shown["deliveries"][0]["attempts"], 4);
@@ -43,7 +45,8 @@ async fn permanent_failure_is_dead_lettered_and_replay_delivers_it() {
     let store = dir.path().join("hub.redb");
     let hub = Hub::start(&mappings, &store);
     let client = reqwest::Client::new();
-    let ack: serde_json::Value = post_signed(&client, &hub, lead_body("D-1")).await.json().await.expect("ack");
+    let ack: serde_json::Value =
+        post_signed(&client, &hub, lead_body("D-1")).await.json().await.expect("ack");
     let id = ack["event_id"].as_str().expect("id").to_string();
     dest.wait_for(1, 10).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -54,7 +57,8 @@ async fn permanent_failure_is_dead_lettered_and_replay_delivers_it() {
     assert_eq!(code, 0);
     assert!(out.contains(&id) && out.contains("dead") && out.contains("HTTP 422"), "{out}");
     let (_, out) = hub_cli(&["events", "list", "--status", "dead", "--json", "--store", &store_arg(&dir)]);
-    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("one dead event")).expect("json");
+    let line: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("one dead event")).expect("json");
     assert_eq!(line["attempts"], 1);
 
     // The destination is fixed; replay the event.
@@ -78,7 +82,8 @@ async fn retried_webhook_with_the_same_dedup_key_is_stored_and_delivered_once() 
     lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
     let hub = Hub::start(&dir.path().join("m"), &dir.path().join("hub.redb"));
     let client = reqwest::Client::new();
-    let first: serde_json::Value = post_signed(&client, &hub, lead_body("DUP-1")).await.json().await.expect("ack");
+    let first: serde_json::Value =
+        post_signed(&client, &hub, lead_body("DUP-1")).await.json().await.expect("ack");
     let mut acks = Vec::new();
     for _ in 0..3 {
         let r = post_signed(&client, &hub, lead_body("DUP-1")).await;

@@ -43,7 +43,13 @@ async fn signed_lead_is_delivered_exactly_as_mapped() {
     assert_eq!(dest.received().len(), 1);
 
     hub.stop();
-    let (code, out) = hub_cli(&["events", "show", &event_id, "--store", dir.path().join("hub.redb").to_str().expect("utf8")]);
+    let (code, out) = hub_cli(&[
+        "events",
+        "show",
+        &event_id,
+        "--store",
+        dir.path().join("hub.redb").to_str().expect("utf8"),
+    ]);
     assert_eq!(code, 0, "{out}");
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["status"], "delivered");
@@ -71,23 +77,45 @@ async fn bad_requests_get_json_errors_and_nothing_is_queued() {
     let post = |path: &str| client.post(hub.url(path)).header("content-type", "application/json");
 
     // Wrong signature, missing signature.
-    check(401, "signature_invalid")(post("/hooks/leads").header("x-signature", sign(b"other")).body(body.clone()).send().await.expect("send")).await;
-    check(401, "signature_missing")(post("/hooks/leads").body(body.clone()).send().await.expect("send")).await;
+    check(401, "signature_invalid")(
+        post("/hooks/leads")
+            .header("x-signature", sign(b"other"))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    check(401, "signature_missing")(post("/hooks/leads").body(body.clone()).send().await.expect("send"))
+        .await;
     // Unknown source, unknown path, wrong method.
     check(404, "unknown_source")(post("/hooks/nope").body(body.clone()).send().await.expect("send")).await;
     check(404, "not_found")(client.get(hub.url("/elsewhere")).send().await.expect("send")).await;
     check(405, "method_not_allowed")(client.get(hub.url("/hooks/leads")).send().await.expect("send")).await;
     // Over the source's 4096-byte cap.
     let big = vec![b' '; 5000];
-    check(413, "payload_too_large")(post("/hooks/leads").header("x-signature", sign(&big)).body(big).send().await.expect("send")).await;
+    check(413, "payload_too_large")(
+        post("/hooks/leads").header("x-signature", sign(&big)).body(big).send().await.expect("send"),
+    )
+    .await;
     // Signed, but a content type we do not read, and JSON that does not parse.
     let csv = b"a,b".to_vec();
     check(415, "unsupported_media_type")(
-        client.post(hub.url("/hooks/leads")).header("content-type", "text/csv").header("x-signature", sign(&csv)).body(csv).send().await.expect("send"),
+        client
+            .post(hub.url("/hooks/leads"))
+            .header("content-type", "text/csv")
+            .header("x-signature", sign(&csv))
+            .body(csv)
+            .send()
+            .await
+            .expect("send"),
     )
     .await;
     let broken = b"{\"id\": ".to_vec();
-    check(400, "invalid_body")(post("/hooks/leads").header("x-signature", sign(&broken)).body(broken).send().await.expect("send")).await;
+    check(400, "invalid_body")(
+        post("/hooks/leads").header("x-signature", sign(&broken)).body(broken).send().await.expect("send"),
+    )
+    .await;
 
     let health = client.get(hub.url("/healthz")).send().await.expect("health");
     assert_eq!(health.status(), 200);
@@ -95,7 +123,13 @@ async fn bad_requests_get_json_errors_and_nothing_is_queued() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(dest.received().is_empty(), "rejected requests must not be delivered");
     hub.stop();
-    let (code, out) = hub_cli(&["events", "list", "--json", "--store", dir.path().join("hub.redb").to_str().expect("utf8")]);
+    let (code, out) = hub_cli(&[
+        "events",
+        "list",
+        "--json",
+        "--store",
+        dir.path().join("hub.redb").to_str().expect("utf8"),
+    ]);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "", "rejected requests must not be stored: {out}");
 }
@@ -125,8 +159,18 @@ routes:
     .expect("write");
     let hub = Hub::start(&m, &dir.path().join("hub.redb"));
     let client = reqwest::Client::new();
-    let form = |status: &str| format!("leads%5Bstatus%5D%5B0%5D%5Bid%5D=25399013&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D={status}&account%5Bsubdomain%5D=test");
-    let send = |b: String| client.post(hub.url("/hooks/amo")).header("content-type", "application/x-www-form-urlencoded").body(b).send();
+    let form = |status: &str| {
+        format!(
+            "leads%5Bstatus%5D%5B0%5D%5Bid%5D=25399013&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D={status}&account%5Bsubdomain%5D=test"
+        )
+    };
+    let send = |b: String| {
+        client
+            .post(hub.url("/hooks/amo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b)
+            .send()
+    };
     assert_eq!(send(form("142")).await.expect("send").status(), 200);
     let filtered: serde_json::Value = send(form("143")).await.expect("send").json().await.expect("json");
     let got = dest.wait_for(1, 10).await;
@@ -135,7 +179,8 @@ routes:
     assert_eq!(dest.received().len(), 1);
     hub.stop();
     let id = filtered["event_id"].as_str().expect("id");
-    let (_, out) = hub_cli(&["events", "show", id, "--store", dir.path().join("hub.redb").to_str().expect("utf8")]);
+    let (_, out) =
+        hub_cli(&["events", "show", id, "--store", dir.path().join("hub.redb").to_str().expect("utf8")]);
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["status"], "filtered");
 }

@@ -17,7 +17,8 @@ async fn pending_work_survives_kill_9_and_is_delivered_after_restart() {
     let client = reqwest::Client::new();
     let mut ids = HashSet::new();
     for i in 0..5 {
-        let ack: serde_json::Value = post_signed(&client, &hub, lead_body(&format!("K-{i}"))).await.json().await.expect("ack");
+        let ack: serde_json::Value =
+            post_signed(&client, &hub, lead_body(&format!("K-{i}"))).await.json().await.expect("ack");
         ids.insert(ack["event_id"].as_str().expect("id").to_string());
     }
     dest.wait_for(5, 10).await;
@@ -29,10 +30,8 @@ async fn pending_work_survives_kill_9_and_is_delivered_after_restart() {
     // Retries are due within max_delay (300ms) of the last failure.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let ok: HashSet<String> = dest.received()[before..]
-            .iter()
-            .filter_map(|r| r.header("x-hub-event-id"))
-            .collect();
+        let ok: HashSet<String> =
+            dest.received()[before..].iter().filter_map(|r| r.header("x-hub-event-id")).collect();
         if ids.is_subset(&ok) {
             break;
         }
@@ -96,12 +95,17 @@ async fn kill_9_under_load_loses_no_acknowledged_webhook() {
     let hub = Hub::start(&m, &store);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let delivered: HashSet<String> = dest.received().iter().filter_map(|r| r.header("x-hub-event-id")).collect();
+        let delivered: HashSet<String> =
+            dest.received().iter().filter_map(|r| r.header("x-hub-event-id")).collect();
         let missing = acked.difference(&delivered).count();
         if missing == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{missing} of {} acknowledged events never delivered", acked.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged events never delivered",
+            acked.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     hub.stop();

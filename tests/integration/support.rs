@@ -1,10 +1,10 @@
 //! Test harness: start `hub serve` as a child process, a recording destination, signing helpers.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::any;
-use axum::Router;
 use hmac::{KeyInit, Mac};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -55,9 +55,7 @@ impl Destination {
     pub async fn start_on(addr: &str) -> Destination {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let script = Arc::new(Mutex::new(Script { next: Vec::new(), default: 200 }));
-        let app = Router::new()
-            .fallback(any(record))
-            .with_state((got.clone(), script.clone()));
+        let app = Router::new().fallback(any(record)).with_state((got.clone(), script.clone()));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind destination");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -99,7 +97,11 @@ type DestState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<Script>>);
 async fn record(State((got, script)): State<DestState>, req: axum::extract::Request) -> StatusCode {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    got.lock().expect("lock").push(Received { path: parts.uri.path().to_string(), headers: parts.headers, body });
+    got.lock().expect("lock").push(Received {
+        path: parts.uri.path().to_string(),
+        headers: parts.headers,
+        body,
+    });
     let mut s = script.lock().expect("lock");
     let code = if s.next.is_empty() { s.default } else { s.next.remove(0) };
     StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
@@ -133,7 +135,11 @@ impl Hub {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read hub stdout");
-        let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"))
+            .to_string();
         Hub { child, base }
     }
 

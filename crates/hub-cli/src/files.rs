@@ -31,10 +31,7 @@ fn is_yaml(p: &Path) -> bool {
 
 /// Reads mapping files as `(display name, text)`, as the compiler takes them.
 pub fn read_all(paths: &[PathBuf]) -> std::io::Result<Vec<(String, String)>> {
-    paths
-        .iter()
-        .map(|p| Ok((p.display().to_string(), std::fs::read_to_string(p)?)))
-        .collect()
+    paths.iter().map(|p| Ok((p.display().to_string(), std::fs::read_to_string(p)?))).collect()
 }
 
 /// The golden examples of a mapping file: `examples/*.yaml` beside it.

@@ -30,6 +30,10 @@ enum Cmd {
         /// Deliveries in flight at once.
         #[arg(long, env = "HUB_CONCURRENCY", default_value_t = 32)]
         concurrency: usize,
+        /// Local tour mode: secret references that are not set resolve to the placeholder
+        /// `<env:NAME>` (with a warning) instead of failing the start. Never in production.
+        #[arg(long)]
+        dev: bool,
     },
     /// Check, test and dry-run mapping files.
     Mappings {
@@ -120,7 +124,8 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter)
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
@@ -133,14 +138,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<bool> {
     let mut out = std::io::stdout();
     match cli.cmd {
-        Cmd::Serve { listen, store, mappings, allow_nets, concurrency } => {
+        Cmd::Serve { listen, store, mappings, allow_nets, concurrency, dev } => {
             init_tracing();
-            let cfg = serve::ServeConfig { listen, store, mappings, allow_nets, concurrency };
+            let cfg = serve::ServeConfig { listen, store, mappings, allow_nets, concurrency, dev };
             runtime()?.block_on(serve::serve(cfg))?;
             Ok(true)
         }
         Cmd::Mappings { cmd } => match cmd {
-            MappingsCmd::Validate { dir, require_secrets } => mappings_cmd::validate(&dir, require_secrets, &mut out),
+            MappingsCmd::Validate { dir, require_secrets } => {
+                mappings_cmd::validate(&dir, require_secrets, &mut out)
+            }
             MappingsCmd::Test { dir } => Ok(mappings_cmd::test(&dir, &mut out)?.failed == 0),
             MappingsCmd::Render { file, input, headers, verify } => {
                 mappings_cmd::render(&file, &input, &headers, verify, &mut out)

@@ -1,10 +1,10 @@
 //! `hub mappings validate|test|render`.
 
 use crate::files;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use hub_core::golden::ExampleSpec;
 use hub_core::ids::{DeliveryId, EventId};
-use hub_core::mapping::{compile_file, envelope, MappingSet};
+use hub_core::mapping::{MappingSet, compile_file, envelope};
 use hub_core::pipeline::admit;
 use hub_core::request::{Headers, RawRequest};
 use hub_core::secret::{EnvSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};

@@ -4,17 +4,17 @@ use crate::files;
 use anyhow::{Context, Result};
 use hub_core::mapping::MappingSet;
 use hub_core::pipeline::Hub;
-use hub_core::secret::EnvSecrets;
+use hub_core::secret::{EnvSecrets, Secret, SecretRef, SecretSource};
 use hub_core::time::SystemClock;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
-use hub_http::router::{router, AppState};
+use hub_http::router::{AppState, router};
 use hub_http::worker::Worker;
 use hub_store_redb::RedbStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -24,6 +24,8 @@ pub struct ServeConfig {
     /// Destination networks exempt from the private-address guard (e.g. 127.0.0.0/8 in tests).
     pub allow_nets: Vec<ipnet::IpNet>,
     pub concurrency: usize,
+    /// Unset secrets resolve to placeholders instead of failing the start.
+    pub dev: bool,
 }
 
 /// Loads mappings (secrets from the environment; any problem fails the start), opens the store.
@@ -31,12 +33,14 @@ pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
-    let set = MappingSet::compile(&texts, &EnvSecrets).map_err(|diags| {
+    let secrets: &dyn SecretSource = if cfg.dev { &DevSecrets } else { &EnvSecrets };
+    let set = MappingSet::compile(&texts, secrets).map_err(|diags| {
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("mappings do not compile:\n{}", list.join("\n"))
     })?;
     let store = RedbStore::open(&cfg.store)?;
-    let forwarder = HttpForwarder::new(ForwarderConfig { allow_nets: cfg.allow_nets.clone(), ..Default::default() })?;
+    let forwarder =
+        HttpForwarder::new(ForwarderConfig { allow_nets: cfg.allow_nets.clone(), ..Default::default() })?;
     for s in set.sources.values() {
         info!(source = %s.id, routes = s.routes.len(), file = %s.file, "source loaded");
     }
@@ -46,6 +50,18 @@ pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
         forwarder: Arc::new(forwarder),
         clock: Arc::new(SystemClock),
     }))
+}
+
+/// `--dev`: environment first, then a loud placeholder.
+struct DevSecrets;
+
+impl SecretSource for DevSecrets {
+    fn resolve(&self, r: &SecretRef) -> Option<Secret> {
+        EnvSecrets.resolve(r).or_else(|| {
+            warn!(secret = %r, "secret not set; --dev uses the placeholder `<{r}>`");
+            crate::mappings_cmd::EnvOrPlaceholder.resolve(r)
+        })
+    }
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {

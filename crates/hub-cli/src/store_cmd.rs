@@ -1,6 +1,6 @@
 //! `hub events list|show` and `hub replay` on the local store.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use hub_core::event::{EventRecord, EventStatus};
 use hub_core::ids::{EventId, SourceId};
 use hub_core::ports::{EventQuery, Store};
@@ -52,7 +52,11 @@ pub async fn list(
         }
         return Ok(());
     }
-    writeln!(out, "{:<36}  {:<20}  {:<24}  {:<9}  {:>8}  LAST ERROR", "EVENT", "SOURCE", "RECEIVED", "STATUS", "ATTEMPTS")?;
+    writeln!(
+        out,
+        "{:<36}  {:<20}  {:<24}  {:<9}  {:>8}  LAST ERROR",
+        "EVENT", "SOURCE", "RECEIVED", "STATUS", "ATTEMPTS"
+    )?;
     for e in &events {
         let err: String = e.last_error().unwrap_or("").chars().take(80).collect();
         writeln!(

@@ -46,7 +46,9 @@ mod body_serde {
     pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(b) {
             Ok(t) => Repr::Text(t.to_string()).serialize(s),
-            Err(_) => Repr::Binary { base64: base64::engine::general_purpose::STANDARD.encode(b) }.serialize(s),
+            Err(_) => {
+                Repr::Binary { base64: base64::engine::general_purpose::STANDARD.encode(b) }.serialize(s)
+            }
         }
     }
 

@@ -19,7 +19,7 @@
 //! ```
 
 use crate::ids::{DeliveryId, EventId};
-use crate::mapping::{compile_file, envelope, Diagnostic, FileCtx};
+use crate::mapping::{Diagnostic, FileCtx, compile_file, envelope};
 use crate::pipeline::admit;
 use crate::request::{Headers, RawRequest};
 use crate::secret::{MapSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
@@ -107,10 +107,13 @@ impl ExampleSpec {
             .filter(|b| **b)
             .count();
         if n > 1 {
-            return Err(FileCtx::new(name).at(Default::default(), "request takes one of body_file, body, json"));
+            return Err(
+                FileCtx::new(name).at(Default::default(), "request takes one of body_file, body, json")
+            );
         }
         if spec.expect.error.is_some() == spec.expect.deliveries.is_some() {
-            return Err(FileCtx::new(name).at(Default::default(), "expect takes exactly one of `error` or `deliveries`"));
+            return Err(FileCtx::new(name)
+                .at(Default::default(), "expect takes exactly one of `error` or `deliveries`"));
         }
         Ok(spec)
     }
@@ -118,7 +121,8 @@ impl ExampleSpec {
     /// Runs the example against the mapping `(name, text)`. `body_file` is the content of
     /// `request.body_file`, read by the caller. Returns the differences (empty = pass).
     pub fn run(&self, mapping_name: &str, mapping_text: &str, body_file: Option<Bytes>) -> Vec<String> {
-        let secrets = ExampleSecrets(MapSecrets(self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+        let secrets =
+            ExampleSecrets(MapSecrets(self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
         let source = match compile_file(mapping_name, mapping_text, &secrets) {
             Ok((s, _)) => s,
             Err(diags) => return diags.iter().map(ToString::to_string).collect(),
@@ -134,7 +138,8 @@ impl ExampleSpec {
             (_, _, Some(j)) => Bytes::from(serde_json::to_vec(j).unwrap_or_default()),
             _ => Bytes::new(),
         };
-        let mut headers: Headers = self.request.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let mut headers: Headers =
+            self.request.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         if self.request.json.is_some() && headers.get("content-type").is_none() {
             headers.push("content-type", "application/json");
         }
@@ -215,7 +220,9 @@ impl ExampleSpec {
             if let Some(j) = &w.json {
                 match serde_json::from_slice::<Value>(&out.body) {
                     Ok(got) if &got == j => {}
-                    Ok(got) => diffs.push(format!("route `{route}`: json body differs:\n{}", diff_json(j, &got))),
+                    Ok(got) => {
+                        diffs.push(format!("route `{route}`: json body differs:\n{}", diff_json(j, &got)))
+                    }
                     Err(e) => diffs.push(format!("route `{route}`: body is not JSON ({e})")),
                 }
             }

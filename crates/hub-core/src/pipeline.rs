@@ -3,14 +3,14 @@
 //! Shells call these and nothing else: the HTTP surface calls [`Hub::ingest`]; the local worker
 //! and the SQS consumer both feed jobs to [`Hub::run_job`].
 
-use crate::body::{parse_body, BodyError};
+use crate::body::{BodyError, parse_body};
 use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId};
-use crate::mapping::{envelope, CompiledSource, MappingSet};
+use crate::mapping::{CompiledSource, MappingSet, envelope};
 use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Store, StoreError};
 use crate::request::RawRequest;
-use crate::retry::{classify, Verdict};
+use crate::retry::{Verdict, classify};
 use crate::time::{Clock, UnixMillis};
 use crate::verify::VerifyError;
 use bytes::Bytes;
@@ -36,7 +36,9 @@ impl IngestError {
     /// What the sender is told. Store details stay in the operator's log.
     pub fn public(&self) -> PublicError {
         match self {
-            IngestError::UnknownSource(s) => PublicError::new(ErrorCode::UnknownSource, format!("no source `{s}`")),
+            IngestError::UnknownSource(s) => {
+                PublicError::new(ErrorCode::UnknownSource, format!("no source `{s}`"))
+            }
             IngestError::TooLarge { limit, .. } => {
                 PublicError::new(ErrorCode::PayloadTooLarge, format!("body exceeds {limit} bytes"))
             }
@@ -84,7 +86,8 @@ pub struct Hub {
 impl Hub {
     /// Accepts one webhook: on `Ok` the raw request is durably stored and its dispatch queued.
     pub async fn ingest(&self, source_id: &str, req: RawRequest) -> Result<Ingested, IngestError> {
-        let source = self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
+        let source =
+            self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
         let body = admit(source, &req, true)?;
         let id = EventId::generate();
         let env = envelope(&id, &source.id, req.received_at, &req.headers, req.query.as_deref(), body);
@@ -165,7 +168,9 @@ impl Hub {
             d.next_attempt_at = None;
             d.last_error = Some(match d.request {
                 None => d.last_error.clone().unwrap_or_else(|| "nothing to send".into()),
-                Some(_) => format!("route `{}` of source `{}` is not configured any more", d.route, ev.source),
+                Some(_) => {
+                    format!("route `{}` of source `{}` is not configured any more", d.route, ev.source)
+                }
             });
             return self.store.save_attempt(id, d).await;
         };

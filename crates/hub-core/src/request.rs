@@ -18,10 +18,7 @@ impl Headers {
     }
     /// First value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     /// Headers as a JSON object for selectors and templates; repeated names are joined with ", "
     /// as RFC 9110 allows for list-valued fields.

@@ -89,7 +89,8 @@ impl RetryPolicy {
         let exp = i32::try_from(attempts.saturating_sub(1)).unwrap_or(i32::MAX);
         let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exp);
         let capped = base.min(self.max_delay.as_secs_f64());
-        let jittered = if self.jitter { capped / 2.0 + capped / 2.0 * random.clamp(0.0, 1.0) } else { capped };
+        let jittered =
+            if self.jitter { capped / 2.0 + capped / 2.0 * random.clamp(0.0, 1.0) } else { capped };
         let mut delay = Duration::from_secs_f64(jittered.max(0.0));
         if let Some(ra) = retry_after {
             // The destination knows best when it can take traffic again.

@@ -41,14 +41,13 @@ impl SecretRef {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some(("env", name))
-                if !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
             {
                 Ok(SecretRef::Env(name.to_string()))
             }
-            Some(("env", _)) => Err(format!(
-                "`{s}` is not a valid secret reference: the variable name must be [A-Za-z0-9_]+"
-            )),
+            Some(("env", _)) => {
+                Err(format!("`{s}` is not a valid secret reference: the variable name must be [A-Za-z0-9_]+"))
+            }
             _ => Err(format!(
                 "`{s}` is not a secret reference; write `env:VARIABLE_NAME` (secrets are never inline)"
             )),

@@ -68,10 +68,15 @@ impl Verifier {
                 let encoded = if prefix.is_empty() {
                     value
                 } else {
-                    strip_prefix_ignore_case(value, prefix).ok_or_else(|| VerifyError::Malformed(header.clone()))?
+                    strip_prefix_ignore_case(value, prefix)
+                        .ok_or_else(|| VerifyError::Malformed(header.clone()))?
                 };
-                let provided = decode(*encoding, encoded).ok_or_else(|| VerifyError::Malformed(header.clone()))?;
-                if secrets.iter().any(|s| hmac_matches(*algorithm, s.expose().as_bytes(), &req.body, &provided)) {
+                let provided =
+                    decode(*encoding, encoded).ok_or_else(|| VerifyError::Malformed(header.clone()))?;
+                if secrets
+                    .iter()
+                    .any(|s| hmac_matches(*algorithm, s.expose().as_bytes(), &req.body, &provided))
+                {
                     Ok(Verified(req))
                 } else {
                     Err(VerifyError::Mismatch)
@@ -108,9 +113,9 @@ fn decode(encoding: SigEncoding, s: &str) -> Option<Vec<u8>> {
         SigEncoding::Hex => hex::decode(s).ok(),
         SigEncoding::Base64 => {
             let e = &base64::engine::general_purpose::STANDARD;
-            e.decode(s)
-                .ok()
-                .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok())
+            e.decode(s).ok().or_else(|| {
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok()
+            })
         }
     }
 }
@@ -200,7 +205,10 @@ mod tests {
     #[test]
     fn tampered_body_missing_and_malformed_headers_fail() {
         let v = github(&["It's a Secret to Everybody"]);
-        assert_eq!(v.verify(&req(&[("X-Hub-Signature-256", GH_SIG)], "Hello, World?")).unwrap_err(), VerifyError::Mismatch);
+        assert_eq!(
+            v.verify(&req(&[("X-Hub-Signature-256", GH_SIG)], "Hello, World?")).unwrap_err(),
+            VerifyError::Mismatch
+        );
         assert!(matches!(v.verify(&req(&[], "x")).unwrap_err(), VerifyError::Missing(_)));
         assert!(matches!(
             v.verify(&req(&[("X-Hub-Signature-256", "sha256=zz")], "x")).unwrap_err(),

@@ -76,7 +76,10 @@ async fn ingest(
         }
         Err(e) => {
             warn!(source = %source, error = %e, "body read failed");
-            return error_response(&PublicError::new(ErrorCode::InvalidBody, "the request body could not be read"));
+            return error_response(&PublicError::new(
+                ErrorCode::InvalidBody,
+                "the request body could not be read",
+            ));
         }
     };
     let mut hs = Headers::new();
@@ -102,7 +105,9 @@ async fn ingest(
         }
         Err(e) => {
             match &e {
-                IngestError::Store(inner) => error!(source = %source, error = %inner, "store failed; event not accepted"),
+                IngestError::Store(inner) => {
+                    error!(source = %source, error = %inner, "store failed; event not accepted")
+                }
                 other => warn!(source = %source, error = %other, "webhook rejected"),
             }
             error_response(&e.public())

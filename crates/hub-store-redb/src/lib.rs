@@ -20,8 +20,8 @@ use hub_core::ports::{Acceptance, EventQuery, Job, NewEvent, Store, StoreError};
 use hub_core::time::UnixMillis;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
@@ -43,7 +43,13 @@ pub enum OpenError {
 
 enum Op {
     Accept(NewEvent, oneshot::Sender<Result<Acceptance, StoreError>>),
-    Dispatch(EventId, Vec<DeliveryRecord>, Option<String>, UnixMillis, oneshot::Sender<Result<(), StoreError>>),
+    Dispatch(
+        EventId,
+        Vec<DeliveryRecord>,
+        Option<String>,
+        UnixMillis,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Attempt(EventId, DeliveryRecord, oneshot::Sender<Result<(), StoreError>>),
     Requeue(EventId, UnixMillis, oneshot::Sender<Result<bool, StoreError>>),
     Purge(UnixMillis, oneshot::Sender<Result<u64, StoreError>>),
@@ -74,7 +80,8 @@ impl RedbStore {
     /// Opens (or creates) the store file and starts its writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        let db = Database::create(path).map_err(|source| OpenError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(path)
+            .map_err(|source| OpenError::Open { path: path.display().to_string(), source })?;
         let txn = db.begin_write().map_err(|e| OpenError::Init(e.to_string()))?;
         {
             let init = |e: redb::TableError| OpenError::Init(e.to_string());
@@ -95,7 +102,10 @@ impl RedbStore {
         Ok(Self { db, writer: tx })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer.send(make(tx)).map_err(|_| unavailable("writer stopped"))?;
         rx.await.map_err(|_| unavailable("writer stopped"))?
@@ -123,13 +133,16 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
     }
 }
 
+/// Sends an op's result once the commit outcome (an error, or none) is known.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
 /// Applies every op in one transaction; replies only after the commit is durable.
 fn apply_batch(db: &Database, ops: Vec<Op>) {
     let txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => return fail_all(ops, &e.to_string()),
     };
-    let mut replies: Vec<Box<dyn FnOnce(Option<&str>) + Send>> = Vec::with_capacity(ops.len());
+    let mut replies: Vec<Reply> = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
             Op::Accept(ev, tx) => {
@@ -257,7 +270,10 @@ fn accept(txn: &WriteTransaction, ev: NewEvent) -> Result<Acceptance, StoreError
         latest_count: 0,
     };
     put_event(txn, &record)?;
-    txn.open_table(BODIES).map_err(unavailable)?.insert(ev.id.as_str(), ev.body.as_ref()).map_err(unavailable)?;
+    txn.open_table(BODIES)
+        .map_err(unavailable)?
+        .insert(ev.id.as_str(), ev.body.as_ref())
+        .map_err(unavailable)?;
     set_job(txn, &dispatch_key(&ev.id), Some(ev.received_at))?;
     Ok(Acceptance::Accepted(ev.id))
 }

@@ -102,7 +102,9 @@ fn densify(v: &mut Value) {
             let mut slots: Vec<Option<Value>> = vec![None; n];
             for k in m.keys() {
                 match k.parse::<usize>() {
-                    Ok(i) if i < n && i.to_string() == *k && slots[i].is_none() => slots[i] = Some(Value::Null),
+                    Ok(i) if i < n && i.to_string() == *k && slots[i].is_none() => {
+                        slots[i] = Some(Value::Null)
+                    }
                     _ => return,
                 }
             }

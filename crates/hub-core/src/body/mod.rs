@@ -75,10 +75,7 @@ mod tests {
             parse_body(BodyFormat::Auto, Some("application/json; charset=utf-8"), br#"{"a":1}"#),
             Ok(json!({"a": 1}))
         );
-        assert_eq!(
-            parse_body(BodyFormat::Auto, Some("application/vnd.api+json"), br#"[1]"#),
-            Ok(json!([1]))
-        );
+        assert_eq!(parse_body(BodyFormat::Auto, Some("application/vnd.api+json"), br#"[1]"#), Ok(json!([1])));
         assert_eq!(
             parse_body(BodyFormat::Auto, Some("application/x-www-form-urlencoded"), b"a=1&b=x+y"),
             Ok(json!({"a": "1", "b": "x y"}))

@@ -58,7 +58,8 @@ impl Condition {
                     if items.is_empty() {
                         return Err(fx.at(v.loc, format!("`{k}` needs at least one condition")));
                     }
-                    let cs = items.iter().map(|c| Condition::compile(c, fx)).collect::<Result<Vec<_>, _>>()?;
+                    let cs =
+                        items.iter().map(|c| Condition::compile(c, fx)).collect::<Result<Vec<_>, _>>()?;
                     return Ok(if k == "all" { Condition::All(cs) } else { Condition::Any(cs) });
                 }
                 "not" => return Ok(Condition::Not(Box::new(Condition::compile(v, fx)?))),
@@ -79,7 +80,9 @@ impl Condition {
                 }
                 o if OPS.contains(&o) => {
                     if op.is_some() {
-                        return Err(fx.at(v.loc, "a condition takes exactly one operator; combine with `all`"));
+                        return Err(
+                            fx.at(v.loc, "a condition takes exactly one operator; combine with `all`")
+                        );
                     }
                     op = Some(compile_op(o, v, fx)?);
                 }
@@ -100,7 +103,9 @@ impl Condition {
         match (target, op) {
             (Some(target), Some(op)) => Ok(Condition::Leaf { target, op }),
             (None, _) => Err(fx.at(node.loc, "condition needs `path` (JSONPath) or `header`")),
-            (_, None) => Err(fx.at(node.loc, format!("condition needs an operator: one of {}", OPS.join(", ")))),
+            (_, None) => {
+                Err(fx.at(node.loc, format!("condition needs an operator: one of {}", OPS.join(", "))))
+            }
         }
     }
 
@@ -201,7 +206,7 @@ fn as_number(v: &Value) -> Option<f64> {
 impl Op {
     fn holds(&self, values: &[&Value]) -> bool {
         match self {
-            Op::Exists(want) => !values.is_empty() == *want,
+            Op::Exists(want) => values.is_empty() != *want,
             Op::Ne(x) => !values.iter().any(|v| loose_eq(v, x)),
             _ => values.iter().any(|v| self.holds_one(v)),
         }
@@ -248,7 +253,8 @@ mod tests {
 
     #[test]
     fn operators() {
-        let env = json!({"body": {"status": "142", "amount": 120.5, "tags": ["vip", "b2b"], "email": "a@ex.com"}});
+        let env =
+            json!({"body": {"status": "142", "amount": 120.5, "tags": ["vip", "b2b"], "email": "a@ex.com"}});
         assert!(eval("{path: $.body.status, eq: 142}", &env));
         assert!(eval("{path: $.body.status, in: [141, 142]}", &env));
         assert!(!eval("{path: $.body.status, ne: '142'}", &env));

@@ -17,7 +17,7 @@ pub mod value;
 
 use crate::body::BodyFormat;
 use crate::event::OutgoingRequest;
-use crate::ids::{is_valid_id, DeliveryId, EventId, RouteId, SourceId};
+use crate::ids::{DeliveryId, EventId, RouteId, SourceId, is_valid_id};
 use crate::request::{Headers, RawRequest};
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, SecretRef, SecretSource};
@@ -30,14 +30,14 @@ pub use diag::{Diagnostic, FileCtx};
 use helpers::LookupTable;
 use node::{Loc, Node};
 use selector::Selector;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use template::{Escape, TemplateRef, Templates};
-pub use value::RenderError;
 use value::MapNode;
+pub use value::RenderError;
 
 /// Default body cap: the AWS Lambda synchronous payload limit, so both shells agree.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -64,7 +64,10 @@ impl Auth {
             Auth::Bearer(t) => ("authorization".into(), format!("Bearer {}", t.expose())),
             Auth::Basic { username, password } => {
                 let raw = format!("{username}:{}", password.expose());
-                ("authorization".into(), format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                (
+                    "authorization".into(),
+                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)),
+                )
             }
             Auth::ApiKey { header, value } => (header.to_ascii_lowercase(), value.expose().to_string()),
         }
@@ -165,7 +168,12 @@ impl CompiledSource {
     }
 
     /// Evaluates every route's `when` and renders the ones that fire, in file order.
-    pub fn evaluate(&self, env: &Value, req: &RawRequest, delivery_id: &mut dyn FnMut() -> DeliveryId) -> Vec<Rendered> {
+    pub fn evaluate(
+        &self,
+        env: &Value,
+        req: &RawRequest,
+        delivery_id: &mut dyn FnMut() -> DeliveryId,
+    ) -> Vec<Rendered> {
         self.routes
             .iter()
             .filter(|r| r.when.as_ref().is_none_or(|c| c.eval(env, &req.headers)))
@@ -194,10 +202,9 @@ impl CompiledSource {
             BodyPlan::Template { template, content_type } => {
                 (content_type.clone(), Bytes::from(self.templates.render(template, env).map_err(tpl_err)?))
             }
-            BodyPlan::Raw => (
-                req.content_type().unwrap_or("application/octet-stream").to_string(),
-                req.body.clone(),
-            ),
+            BodyPlan::Raw => {
+                (req.content_type().unwrap_or("application/octet-stream").to_string(), req.body.clone())
+            }
         };
         let mut headers = vec![("content-type".to_string(), content_type)];
         for (name, v) in &r.headers {
@@ -231,7 +238,10 @@ impl MappingSet {
 
     /// Compiles `(file name, text)` pairs. Every problem in every file is reported; a set is
     /// returned only when there is none.
-    pub fn compile(files: &[(String, String)], secrets: &dyn SecretSource) -> Result<MappingSet, Vec<Diagnostic>> {
+    pub fn compile(
+        files: &[(String, String)],
+        secrets: &dyn SecretSource,
+    ) -> Result<MappingSet, Vec<Diagnostic>> {
         let mut diags = Vec::new();
         let mut set = MappingSet::default();
         let mut seen: HashMap<SourceId, (String, Loc)> = HashMap::new();
@@ -241,7 +251,10 @@ impl MappingSet {
                     if let Some((other, oloc)) = seen.get(&src.id) {
                         diags.push(FileCtx::new(name).at(
                             loc,
-                            format!("duplicate source id `{}` (also in {other}:{}:{})", src.id, oloc.line, oloc.col),
+                            format!(
+                                "duplicate source id `{}` (also in {other}:{}:{})",
+                                src.id, oloc.line, oloc.col
+                            ),
                         ));
                         continue;
                     }
@@ -388,7 +401,9 @@ fn compile_verify(
             };
             let secrets = refs.into_iter().map(|s| secret(s, fx, secrets)).collect::<Result<Vec<_>, _>>()?;
             if http::HeaderName::try_from(h.header.value.as_str()).is_err() {
-                return Err(fx.at(Loc::of(&h.header), format!("`{}` is not a valid header name", h.header.value)));
+                return Err(
+                    fx.at(Loc::of(&h.header), format!("`{}` is not a valid header name", h.header.value))
+                );
             }
             Ok(Verifier::Hmac {
                 algorithm: h.algorithm,
@@ -418,16 +433,24 @@ fn compile_route(
     let loc = Loc::of(r);
     let mut diags = Vec::new();
     if !is_valid_id(&spec.id.value) {
-        diags.push(fx.at(Loc::of(&spec.id), format!("route id `{}` must be 1-64 of [a-z0-9_-]", spec.id.value)));
+        diags.push(
+            fx.at(Loc::of(&spec.id), format!("route id `{}` must be 1-64 of [a-z0-9_-]", spec.id.value)),
+        );
     }
     let when = spec.when.as_ref().and_then(|w| Condition::compile(w, fx).map_err(|d| diags.push(d)).ok());
     let to = &spec.to.value;
     let to_loc = Loc::of(&spec.to);
 
     let body = match (&spec.map, &to.body, to.raw) {
-        (Some(m), None, false) => MapNode::compile(m, fx, ts).map(BodyPlan::Map).map_err(|d| diags.push(d)).ok(),
+        (Some(m), None, false) => {
+            MapNode::compile(m, fx, ts).map(BodyPlan::Map).map_err(|d| diags.push(d)).ok()
+        }
         (None, Some(b), false) => {
-            let ct = to.content_type.as_ref().map(|c| c.value.clone()).unwrap_or_else(|| "application/json".into());
+            let ct = to
+                .content_type
+                .as_ref()
+                .map(|c| c.value.clone())
+                .unwrap_or_else(|| "application/json".into());
             let mt = crate::body::media_type(&ct);
             let escape = if mt == "application/json" || mt.ends_with("+json") {
                 Escape::Json
@@ -448,7 +471,9 @@ fn compile_route(
         }
     };
     if let (Some(ct), Some(BodyPlan::Map(_)) | Some(BodyPlan::Raw)) = (&to.content_type, &body) {
-        diags.push(fx.at(Loc::of(ct), "`content_type` applies to `to.body` templates only (`map` sends JSON)"));
+        diags.push(
+            fx.at(Loc::of(ct), "`content_type` applies to `to.body` templates only (`map` sends JSON)"),
+        );
     }
 
     let url_text = to.url.value.trim();
@@ -456,7 +481,10 @@ fn compile_route(
         diags.push(fx.at(Loc::of(&to.url), format!("url `{url_text}` must start with https:// or http://")));
         None
     } else if template::is_template(url_text) {
-        ts.compile(url_text, Escape::Url).map(UrlPlan::Template).map_err(|e| diags.push(fx.at(Loc::of(&to.url), e))).ok()
+        ts.compile(url_text, Escape::Url)
+            .map(UrlPlan::Template)
+            .map_err(|e| diags.push(fx.at(Loc::of(&to.url), e)))
+            .ok()
     } else {
         Some(UrlPlan::Fixed(url_text.to_string()))
     };
@@ -466,7 +494,9 @@ fn compile_route(
         Some(m) => {
             let up = m.value.to_ascii_uppercase();
             if !METHODS.contains(&up.as_str()) {
-                diags.push(fx.at(Loc::of(m), format!("method `{}` must be one of {}", m.value, METHODS.join(", "))));
+                diags.push(
+                    fx.at(Loc::of(m), format!("method `{}` must be one of {}", m.value, METHODS.join(", "))),
+                );
             }
             up
         }
@@ -480,7 +510,9 @@ fn compile_route(
         }
         let lname = name.to_ascii_lowercase();
         if lname == "authorization" {
-            diags.push(fx.at(Loc::of(v), "set credentials with `auth:` (secret references), not a literal header"));
+            diags.push(
+                fx.at(Loc::of(v), "set credentials with `auth:` (secret references), not a literal header"),
+            );
             continue;
         }
         let hv = if template::is_template(&v.value) {

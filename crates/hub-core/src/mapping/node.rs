@@ -3,8 +3,8 @@
 //! Free-form parts of a mapping file (`map`, `when`, lookup tables) are read into [`Node`]s and
 //! interpreted by the compiler, so every error can point at the exact line.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
 

@@ -2,9 +2,9 @@
 //! where the text lands (JSON string, URL, form body, plain text) and is never HTML escaping.
 
 use super::helpers::{self, LookupTable};
-use handlebars::template::{Parameter, Template, TemplateElement};
 use handlebars::Handlebars;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use handlebars::template::{Parameter, Template, TemplateElement};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,7 +131,10 @@ fn check_elements(
                 if let Parameter::Name(n) = &h.name
                     && !BLOCK_HELPERS.contains(&n.as_str())
                 {
-                    return Err(format!("unknown block helper `#{n}` (block helpers: {})", BLOCK_HELPERS.join(", ")));
+                    return Err(format!(
+                        "unknown block helper `#{n}` (block helpers: {})",
+                        BLOCK_HELPERS.join(", ")
+                    ));
                 }
                 check_params(h, lookups)?;
                 if let Some(t) = &h.template {
@@ -153,7 +156,10 @@ fn check_elements(
     Ok(())
 }
 
-fn check_call(h: &handlebars::template::HelperTemplate, lookups: &HashMap<String, LookupTable>) -> Result<(), String> {
+fn check_call(
+    h: &handlebars::template::HelperTemplate,
+    lookups: &HashMap<String, LookupTable>,
+) -> Result<(), String> {
     if let Parameter::Name(n) = &h.name {
         let is_call = !h.params.is_empty() || !h.hash.is_empty();
         let known = helpers::HELPER_NAMES.contains(&n.as_str());
@@ -162,14 +168,18 @@ fn check_call(h: &handlebars::template::HelperTemplate, lookups: &HashMap<String
         }
         if known {
             let literals: Vec<Option<&Value>> = h.params.iter().map(literal).collect();
-            let hash: Vec<(&str, Option<&Value>)> = h.hash.iter().map(|(k, v)| (k.as_str(), literal(v))).collect();
+            let hash: Vec<(&str, Option<&Value>)> =
+                h.hash.iter().map(|(k, v)| (k.as_str(), literal(v))).collect();
             helpers::check_call(n, &literals, &hash, lookups).map_err(|e| format!("{n}: {e}"))?;
         }
     }
     check_params(h, lookups)
 }
 
-fn check_params(h: &handlebars::template::HelperTemplate, lookups: &HashMap<String, LookupTable>) -> Result<(), String> {
+fn check_params(
+    h: &handlebars::template::HelperTemplate,
+    lookups: &HashMap<String, LookupTable>,
+) -> Result<(), String> {
     for p in h.params.iter().chain(h.hash.values()) {
         if let Parameter::Subexpression(se) = p {
             match se.element.as_ref() {
@@ -207,7 +217,10 @@ mod tests {
         let out = ts.render(&j, &ctx).expect("renders");
         assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({"n": "A \"quoted\" <b>&/x y"}));
         let u = ts.compile("https://x.test/c/{{body.name}}", Escape::Url).expect("compiles");
-        assert_eq!(ts.render(&u, &ctx).expect("renders"), "https://x.test/c/A%20%22quoted%22%20%3Cb%3E%26%2Fx%20y");
+        assert_eq!(
+            ts.render(&u, &ctx).expect("renders"),
+            "https://x.test/c/A%20%22quoted%22%20%3Cb%3E%26%2Fx%20y"
+        );
         let p = ts.compile("{{body.name}}", Escape::Plain).expect("compiles");
         assert_eq!(ts.render(&p, &ctx).expect("renders"), "A \"quoted\" <b>&/x y");
         let f = ts.compile("n={{body.name}}", Escape::Form).expect("compiles");
@@ -225,7 +238,9 @@ mod tests {
     #[test]
     fn compile_rejects_unknown_helpers_triple_stash_and_partials() {
         let mut ts = t();
-        assert!(ts.compile("{{shout body.x}}", Escape::Plain).unwrap_err().contains("unknown helper `shout`"));
+        assert!(
+            ts.compile("{{shout body.x}}", Escape::Plain).unwrap_err().contains("unknown helper `shout`")
+        );
         assert!(ts.compile("{{lower (shout body.x)}}", Escape::Plain).unwrap_err().contains("shout"));
         assert!(ts.compile("{{#loop x}}{{/loop}}", Escape::Plain).unwrap_err().contains("block helper"));
         assert!(ts.compile("{{{body.x}}}", Escape::Json).unwrap_err().contains("bypass"));

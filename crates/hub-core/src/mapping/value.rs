@@ -3,7 +3,7 @@
 use super::diag::{Diagnostic, FileCtx};
 use super::node::{Loc, Node, NodeKind};
 use super::selector::Selector;
-use super::template::{is_template, Escape, TemplateRef, Templates};
+use super::template::{Escape, TemplateRef, Templates, is_template};
 use serde_json::{Map, Value};
 
 /// A compiled output value.
@@ -28,7 +28,10 @@ pub struct Field {
 #[derive(Clone, Debug)]
 pub enum FieldSource {
     /// First match, or every match as an array with `all: true`.
-    Select { selector: Selector, all: bool },
+    Select {
+        selector: Selector,
+        all: bool,
+    },
     Template(TemplateRef),
     Value(Value),
 }
@@ -61,10 +64,11 @@ impl MapNode {
                 compile_field(node, entries, fx, ts)?
             }
             NodeKind::Map(entries) => MapNode::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), MapNode::compile(v, fx, ts)?)))
-                    .collect::<Result<_, Diagnostic>>()?,
+                entries.iter().map(|(k, v)| Ok((k.clone(), MapNode::compile(v, fx, ts)?))).collect::<Result<
+                    _,
+                    Diagnostic,
+                >>(
+                )?,
             ),
             _ => MapNode::Literal(node.to_json()),
         })
@@ -100,7 +104,10 @@ impl MapNode {
 fn compile_string(s: &str, loc: Loc, fx: &FileCtx, ts: &mut Templates) -> Result<MapNode, Diagnostic> {
     if s.starts_with('$') {
         let selector = Selector::compile(s).map_err(|e| {
-            fx.at(loc, format!("{e} (strings starting with `$` are JSONPath; write a literal as {{value: ...}})"))
+            fx.at(
+                loc,
+                format!("{e} (strings starting with `$` are JSONPath; write a literal as {{value: ...}})"),
+            )
         })?;
         return Ok(MapNode::Field(Box::new(Field {
             loc,
@@ -279,7 +286,9 @@ fn coerce(v: Value, c: Coerce) -> Result<Value, String> {
             let t = text(&v);
             t.parse::<i64>()
                 .ok()
-                .or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                .or_else(|| {
+                    t.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
+                })
                 .map(Value::from)
                 .ok_or_else(|| format!("cannot convert `{t}` to an integer"))
         }

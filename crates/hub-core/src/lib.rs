@@ -5,6 +5,7 @@
 //! adapter crates (embedded store, DynamoDB, HTTP forwarder) and wired by the shells.
 
 pub mod body;
+pub mod conformance;
 pub mod error;
 pub mod event;
 pub mod golden;

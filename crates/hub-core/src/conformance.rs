@@ -1,0 +1,220 @@
+//! The store port's conformance suite: every adapter runs these same checks with the same
+//! expectations, so the embedded and cloud stores cannot drift apart.
+//!
+//! Each check takes a fresh, empty store and panics on a violation (they are test code).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::event::{DeliveryRecord, DeliveryStatus, EventStatus, OutgoingRequest};
+use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
+use crate::ports::{Acceptance, EventQuery, Job, NewEvent, Store};
+use crate::request::Headers;
+use crate::time::UnixMillis;
+use bytes::Bytes;
+
+fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
+    let mut headers = Headers::new();
+    headers.push("Content-Type", "application/json");
+    NewEvent {
+        id: EventId::generate(),
+        source: SourceId::new(source),
+        received_at: UnixMillis(at),
+        method: "POST".into(),
+        path: format!("/hooks/{source}"),
+        query: None,
+        headers,
+        remote_addr: Some("127.0.0.1".into()),
+        body: Bytes::from_static(b"{\"a\":1}"),
+        dedup: dedup.map(|k| (k.to_string(), UnixMillis(at + 60_000))),
+    }
+}
+
+fn delivery(route: &str, at: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        id: DeliveryId::generate(),
+        route: RouteId::new(route),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        created_at: UnixMillis(at),
+        next_attempt_at: Some(UnixMillis(at)),
+        last_attempt_at: None,
+        last_status: None,
+        last_error: None,
+        request: Some(OutgoingRequest {
+            method: "POST".into(),
+            url: "https://x.test/".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from_static(b"{}"),
+        }),
+    }
+}
+
+/// Runs every check, each on a store made by `fresh`.
+pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
+    accept_stores_event_body_and_queues_dispatch(&fresh()).await;
+    dedup_within_window_returns_the_first_event(&fresh()).await;
+    dispatch_creates_attempt_jobs_and_removes_dispatch(&fresh()).await;
+    attempt_reschedules_then_completes(&fresh()).await;
+    filtered_and_dead_statuses(&fresh()).await;
+    requeue_replays_and_unknown_is_false(&fresh()).await;
+    list_is_newest_first_with_filters(&fresh()).await;
+    purge_forgets_expired_dedup_keys(&fresh()).await;
+}
+
+pub async fn accept_stores_event_body_and_queues_dispatch<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    assert_eq!(s.accept(ev).await.unwrap(), Acceptance::Accepted(id.clone()));
+    let rec = s.event(&id).await.unwrap().expect("stored");
+    assert_eq!(rec.source.as_str(), "src");
+    assert_eq!(rec.status(), EventStatus::Received);
+    assert_eq!(rec.headers.get("content-type"), Some("application/json"));
+    assert_eq!(s.body(&id).await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+    assert_eq!(s.due_jobs(UnixMillis(999), 10).await.unwrap(), vec![], "not due before received_at");
+    assert_eq!(s.due_jobs(UnixMillis(1_000), 10).await.unwrap(), vec![Job::Dispatch(id)]);
+    assert_eq!(s.next_due().await.unwrap(), Some(UnixMillis(1_000)));
+}
+
+pub async fn dedup_within_window_returns_the_first_event<S: Store>(s: &S) {
+    let first = new_event("src", Some("k1"), 1_000);
+    let first_id = first.id.clone();
+    s.accept(first).await.unwrap();
+    let again = new_event("src", Some("k1"), 2_000);
+    assert_eq!(s.accept(again).await.unwrap(), Acceptance::Duplicate(first_id.clone()));
+    // Same key on another source is not a duplicate.
+    let other = new_event("other", Some("k1"), 2_000);
+    assert!(matches!(s.accept(other).await.unwrap(), Acceptance::Accepted(_)));
+    // After the window the key is free again.
+    let late = new_event("src", Some("k1"), 70_000);
+    assert!(matches!(s.accept(late).await.unwrap(), Acceptance::Accepted(_)));
+    assert_eq!(s.due_jobs(UnixMillis(100_000), 10).await.unwrap().len(), 3);
+}
+
+pub async fn dispatch_creates_attempt_jobs_and_removes_dispatch<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let d1 = delivery("a", 2_000);
+    let mut d2 = delivery("b", 2_000);
+    d2.next_attempt_at = Some(UnixMillis(5_000));
+    s.save_dispatch(&id, vec![d1.clone(), d2.clone()], None, UnixMillis(2_000)).await.unwrap();
+    let jobs = s.due_jobs(UnixMillis(2_000), 10).await.unwrap();
+    assert_eq!(jobs, vec![Job::Attempt(id.clone(), d1.id.clone())]);
+    let later = s.due_jobs(UnixMillis(5_000), 10).await.unwrap();
+    assert_eq!(later.len(), 2);
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status(), EventStatus::Pending);
+    assert_eq!(rec.dispatches, 1);
+    assert_eq!(rec.current_deliveries().len(), 2);
+}
+
+pub async fn attempt_reschedules_then_completes<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let mut d = delivery("a", 1_000);
+    s.save_dispatch(&id, vec![d.clone()], None, UnixMillis(1_000)).await.unwrap();
+    d.attempts = 1;
+    d.status = DeliveryStatus::Retrying;
+    d.next_attempt_at = Some(UnixMillis(9_000));
+    d.last_error = Some("HTTP 503".into());
+    s.save_attempt(&id, d.clone()).await.unwrap();
+    assert!(s.due_jobs(UnixMillis(8_999), 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.due_jobs(UnixMillis(9_000), 10).await.unwrap(),
+        vec![Job::Attempt(id.clone(), d.id.clone())]
+    );
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status(), EventStatus::Retrying);
+    assert_eq!(rec.last_error(), Some("HTTP 503"));
+    d.attempts = 2;
+    d.status = DeliveryStatus::Delivered;
+    d.next_attempt_at = None;
+    d.last_error = None;
+    s.save_attempt(&id, d).await.unwrap();
+    assert!(s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap().is_empty());
+    assert_eq!(s.next_due().await.unwrap(), None);
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status(), EventStatus::Delivered);
+    assert_eq!(rec.attempts(), 2);
+}
+
+pub async fn filtered_and_dead_statuses<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    s.save_dispatch(&id, vec![], None, UnixMillis(1_000)).await.unwrap();
+    assert_eq!(s.event(&id).await.unwrap().unwrap().status(), EventStatus::Filtered);
+    assert!(s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap().is_empty());
+
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let mut dead = delivery("a", 1_000);
+    dead.status = DeliveryStatus::Dead;
+    dead.next_attempt_at = None;
+    dead.request = None;
+    dead.last_error = Some("mapping: required field".into());
+    s.save_dispatch(&id, vec![dead], None, UnixMillis(1_000)).await.unwrap();
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status(), EventStatus::Dead);
+    assert!(
+        s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap().is_empty(),
+        "dead deliveries queue nothing"
+    );
+}
+
+pub async fn requeue_replays_and_unknown_is_false<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    s.save_dispatch(&id, vec![], None, UnixMillis(1_000)).await.unwrap();
+    assert!(s.requeue(&id, UnixMillis(3_000)).await.unwrap());
+    assert_eq!(s.due_jobs(UnixMillis(3_000), 10).await.unwrap(), vec![Job::Dispatch(id.clone())]);
+    let d = delivery("a", 3_000);
+    s.save_dispatch(&id, vec![d], None, UnixMillis(3_000)).await.unwrap();
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.dispatches, 2);
+    assert_eq!(rec.current_deliveries().len(), 1);
+    assert!(!s.requeue(&EventId::new("evt_nope"), UnixMillis(0)).await.unwrap());
+}
+
+pub async fn list_is_newest_first_with_filters<S: Store>(s: &S) {
+    let mut ids = Vec::new();
+    for (i, src) in ["a", "b", "a"].iter().enumerate() {
+        let ev = new_event(src, None, 1_000 + i as u64);
+        ids.push(ev.id.clone());
+        s.accept(ev).await.unwrap();
+    }
+    let all = s.list_events(&EventQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let got: Vec<_> = all.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(got, vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    let only_a = s
+        .list_events(&EventQuery { source: Some(SourceId::new("a")), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(only_a.len(), 2);
+    let limited = s.list_events(&EventQuery { limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(limited.len(), 1);
+    let before = s
+        .list_events(&EventQuery { before: Some(ids[1].clone()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(before.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+    s.save_dispatch(&ids[0], vec![], None, UnixMillis(2_000)).await.unwrap();
+    let filtered = s
+        .list_events(&EventQuery { status: Some(EventStatus::Filtered), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+}
+
+pub async fn purge_forgets_expired_dedup_keys<S: Store>(s: &S) {
+    s.accept(new_event("src", Some("old"), 1_000)).await.unwrap();
+    s.accept(new_event("src", Some("new"), 100_000)).await.unwrap();
+    assert_eq!(s.purge_dedup(UnixMillis(80_000)).await.unwrap(), 1);
+    assert!(matches!(
+        s.accept(new_event("src", Some("new"), 100_001)).await.unwrap(),
+        Acceptance::Duplicate(_)
+    ));
+}

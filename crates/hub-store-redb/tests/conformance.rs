@@ -1,0 +1,38 @@
+//! The store port's conformance suite against the embedded redb adapter.
+
+use hub_store_redb::RedbStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_store_passes_the_port_conformance_suite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut n = 0;
+    hub_core::conformance::run_all(|| {
+        n += 1;
+        RedbStore::open(dir.path().join(format!("s{n}.redb"))).expect("open")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopen() {
+    use hub_core::ports::Store;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("s.redb");
+    let store = RedbStore::open(&path).expect("open");
+    hub_core::conformance::accept_stores_event_body_and_queues_dispatch(&store).await;
+    drop(store);
+    // The writer thread holds the database until its channel closes; give it a moment.
+    let mut reopened = None;
+    for _ in 0..50 {
+        match RedbStore::open(&path) {
+            Ok(s) => {
+                reopened = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    let s = reopened.expect("reopen");
+    let jobs = s.due_jobs(hub_core::time::UnixMillis(u64::MAX / 2), 10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1, "the queued dispatch survives a reopen");
+}

@@ -101,3 +101,36 @@ async fn retried_webhook_with_the_same_dedup_key_is_stored_and_delivered_once() 
     let (_, out) = hub_cli(&["events", "list", "--json", "--store", &store_arg(&dir)]);
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+#[tokio::test]
+async fn events_and_replay_work_while_the_server_holds_the_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    dest.script(&[], 400);
+    lead_mappings(&dir.path().join("m"), &dest.url("/contacts"), "");
+    let hub = Hub::start(&dir.path().join("m"), &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let ack: serde_json::Value =
+        post_signed(&client, &hub, lead_body("LIVE-1")).await.json().await.expect("ack");
+    let id = ack["event_id"].as_str().expect("id").to_string();
+    dest.wait_for(1, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let store = store_arg(&dir);
+    let (code, out) = hub_cli(&["events", "list", "--json", "--store", &store, "--server", &hub.base]);
+    assert_eq!(code, 0, "{out}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("a line")).expect("json");
+    assert_eq!(line["id"], id.as_str());
+    assert_eq!(line["status"], "dead");
+
+    dest.script(&[], 200);
+    let (code, out) = hub_cli(&["replay", &id, "--store", &store, "--server", &hub.base]);
+    assert_eq!(code, 0, "{out}");
+    dest.wait_for(2, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (code, out) = hub_cli(&["events", "show", &id, "--store", &store, "--server", &hub.base]);
+    assert_eq!(code, 0, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["status"], "delivered");
+    hub.stop();
+}

@@ -50,6 +50,9 @@ enum Cmd {
         event_id: String,
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
+        /// A running `hub serve` to ask when it holds the store.
+        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
     },
 }
 
@@ -88,6 +91,9 @@ enum EventsCmd {
     List {
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
+        /// A running `hub serve` to ask when it holds the store.
+        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
         #[arg(long)]
         source: Option<String>,
         /// received, filtered, pending, retrying, delivered or dead.
@@ -104,6 +110,9 @@ enum EventsCmd {
         event_id: String,
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
+        /// A running `hub serve` to ask when it holds the store.
+        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
         #[arg(long)]
         body: bool,
     },
@@ -156,17 +165,18 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Events { cmd } => {
             let rt = runtime()?;
             match cmd {
-                EventsCmd::List { store, source, status, limit, json } => {
-                    rt.block_on(store_cmd::list(&store, source, status, limit, json, &mut out))?
+                EventsCmd::List { store, server, source, status, limit, json } => {
+                    let args = store_cmd::ListArgs { source, status, limit, json };
+                    rt.block_on(store_cmd::list(&store, &server, args, &mut out))?
                 }
-                EventsCmd::Show { event_id, store, body } => {
-                    rt.block_on(store_cmd::show(&store, &event_id, body, &mut out))?
+                EventsCmd::Show { event_id, store, server, body } => {
+                    rt.block_on(store_cmd::show(&store, &server, &event_id, body, &mut out))?
                 }
             }
             Ok(true)
         }
-        Cmd::Replay { event_id, store } => {
-            runtime()?.block_on(store_cmd::replay(&store, &event_id, &mut out))?;
+        Cmd::Replay { event_id, store, server } => {
+            runtime()?.block_on(store_cmd::replay(&store, &server, &event_id, &mut out))?;
             Ok(true)
         }
     }

@@ -7,7 +7,7 @@ use hub_core::pipeline::Hub;
 use hub_core::secret::{EnvSecrets, Secret, SecretRef, SecretSource};
 use hub_core::time::SystemClock;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
-use hub_http::router::{AppState, router};
+use hub_http::router::{AppState, admin_router, router};
 use hub_http::worker::Worker;
 use hub_store_redb::RedbStore;
 use std::net::SocketAddr;
@@ -67,7 +67,8 @@ impl SecretSource for DevSecrets {
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let hub = build_hub(&cfg)?;
     let wake = Arc::new(Notify::new());
-    let app = router(AppState { hub: hub.clone(), accepted: wake.clone() });
+    let state = AppState { hub: hub.clone(), accepted: wake.clone() };
+    let app = router(state.clone()).merge(admin_router(state));
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

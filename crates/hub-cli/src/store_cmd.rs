@@ -9,13 +9,38 @@ use hub_store_redb::RedbStore;
 use std::io::Write;
 use std::path::Path;
 
-fn open(path: &Path) -> Result<RedbStore> {
+/// Where `events` and `replay` act: the store file, or, while `hub serve` holds it, that
+/// server's loopback admin routes.
+enum Target {
+    Local(RedbStore),
+    Server(String),
+}
+
+fn open(path: &Path, server: &str) -> Result<Target> {
     if !path.exists() {
         bail!("no store at {} (start `hub serve` first, or pass --store)", path.display());
     }
-    RedbStore::open(path).with_context(|| {
-        format!("opening {} (a running `hub serve` holds the store; stop it first)", path.display())
-    })
+    match RedbStore::open(path) {
+        Ok(s) => Ok(Target::Local(s)),
+        Err(e) if e.is_locked() => Ok(Target::Server(server.trim_end_matches('/').to_string())),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+async fn admin_get(url: String) -> Result<serde_json::Value> {
+    let resp = reqwest::Client::new().get(&url).send().await.with_context(|| {
+        format!("the store is held by a running `hub serve`, and its admin routes at {url} did not answer (pass --server)")
+    })?;
+    admin_json(resp).await
+}
+
+async fn admin_json(resp: reqwest::Response) -> Result<serde_json::Value> {
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.context("admin route answered non-JSON")?;
+    if !status.is_success() {
+        bail!("{}", v["error"]["message"].as_str().unwrap_or("admin request failed"));
+    }
+    Ok(v)
 }
 
 pub fn parse_status(s: &str) -> Result<EventStatus> {
@@ -30,22 +55,37 @@ pub fn parse_status(s: &str) -> Result<EventStatus> {
     })
 }
 
-pub async fn list(
-    store: &Path,
-    source: Option<String>,
-    status: Option<String>,
-    limit: usize,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let st = open(store)?;
-    let q = EventQuery {
-        source: source.map(SourceId::new),
-        status: status.as_deref().map(parse_status).transpose()?,
-        limit,
-        before: None,
+pub struct ListArgs {
+    pub source: Option<String>,
+    pub status: Option<String>,
+    pub limit: usize,
+    pub json: bool,
+}
+
+pub async fn list(store: &Path, server: &str, args: ListArgs, out: &mut dyn Write) -> Result<()> {
+    let status = args.status.as_deref().map(parse_status).transpose()?;
+    let events: Vec<EventRecord> = match open(store, server)? {
+        Target::Local(st) => {
+            let q = EventQuery {
+                source: args.source.map(SourceId::new),
+                status,
+                limit: args.limit,
+                before: None,
+            };
+            st.list_events(&q).await?
+        }
+        Target::Server(base) => {
+            let mut url = format!("{base}/admin/events?limit={}", args.limit);
+            if let Some(s) = &args.source {
+                url.push_str(&format!("&source={s}"));
+            }
+            if let Some(s) = status {
+                url.push_str(&format!("&status={}", s.as_str()));
+            }
+            serde_json::from_value(admin_get(url).await?)?
+        }
     };
-    let events = st.list_events(&q).await?;
+    let json = args.json;
     if json {
         for e in &events {
             writeln!(out, "{}", serde_json::to_string(&summary(e))?)?;
@@ -84,8 +124,15 @@ fn summary(e: &EventRecord) -> serde_json::Value {
     })
 }
 
-pub async fn show(store: &Path, id: &str, with_body: bool, out: &mut dyn Write) -> Result<()> {
-    let st = open(store)?;
+pub async fn show(store: &Path, server: &str, id: &str, with_body: bool, out: &mut dyn Write) -> Result<()> {
+    let st = match open(store, server)? {
+        Target::Local(st) => st,
+        Target::Server(base) => {
+            let v = admin_get(format!("{base}/admin/events/{id}?body={with_body}")).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            return Ok(());
+        }
+    };
     let id = EventId::new(id);
     let Some(ev) = st.event(&id).await? else { bail!("no event {id}") };
     let mut v = serde_json::to_value(&ev)?;
@@ -99,8 +146,18 @@ pub async fn show(store: &Path, id: &str, with_body: bool, out: &mut dyn Write) 
     Ok(())
 }
 
-pub async fn replay(store: &Path, id: &str, out: &mut dyn Write) -> Result<()> {
-    let st = open(store)?;
+pub async fn replay(store: &Path, server: &str, id: &str, out: &mut dyn Write) -> Result<()> {
+    let st = match open(store, server)? {
+        Target::Local(st) => st,
+        Target::Server(base) => {
+            let url = format!("{base}/admin/events/{id}/replay");
+            let resp =
+                reqwest::Client::new().post(&url).send().await.with_context(|| format!("POST {url}"))?;
+            admin_json(resp).await?;
+            writeln!(out, "queued {id} for dispatch; the running `hub serve` delivers it now")?;
+            return Ok(());
+        }
+    };
     let id = EventId::new(id);
     if !st.requeue(&id, SystemClock.now()).await? {
         bail!("no event {id}");

@@ -114,3 +114,114 @@ async fn ingest(
         }
     }
 }
+
+/// Admin routes for the local shell: list/show events and replay, so `hub events` and
+/// `hub replay` work while `hub serve` holds the store. Answered only on loopback connections.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/admin/events", get(admin_list))
+        .route("/admin/events/{id}", get(admin_show))
+        .route("/admin/events/{id}/replay", post(admin_replay))
+        .with_state(state)
+}
+
+fn loopback_only(parts: &axum::http::request::Parts) -> Result<(), Response> {
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ci) if ci.0.ip().is_loopback() => Ok(()),
+        _ => Err((StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "admin routes answer loopback connections only"}}))).into_response()),
+    }
+}
+
+fn store_failure(e: &hub_core::ports::StoreError) -> Response {
+    error!(error = %e, "admin request failed");
+    error_response(&PublicError::new(ErrorCode::StoreUnavailable, "the store could not be read"))
+}
+
+#[derive(serde::Deserialize)]
+struct ListParams {
+    source: Option<String>,
+    status: Option<hub_core::event::EventStatus>,
+    limit: Option<usize>,
+}
+
+async fn admin_list(State(st): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = loopback_only(&parts) {
+        return r;
+    }
+    let params: ListParams = match serde_urlencoded_query(parts.uri.query()) {
+        Ok(p) => p,
+        Err(msg) => return error_response(&PublicError::new(ErrorCode::InvalidBody, msg)),
+    };
+    let q = hub_core::ports::EventQuery {
+        source: params.source.map(hub_core::ids::SourceId::new),
+        status: params.status,
+        limit: params.limit.unwrap_or(50).min(1000),
+        before: None,
+    };
+    match st.hub.store.list_events(&q).await {
+        Ok(events) => Json(events).into_response(),
+        Err(e) => store_failure(&e),
+    }
+}
+
+fn serde_urlencoded_query(q: Option<&str>) -> Result<ListParams, String> {
+    let pairs = form_pairs(q.unwrap_or(""));
+    serde_json::from_value(serde_json::Value::Object(pairs)).map_err(|e| format!("bad query: {e}"))
+}
+
+fn form_pairs(q: &str) -> serde_json::Map<String, serde_json::Value> {
+    let v = hub_core::body::parse_form(q.as_bytes());
+    let mut m = v.as_object().cloned().unwrap_or_default();
+    if let Some(l) = m.get("limit").and_then(|l| l.as_str()).and_then(|l| l.parse::<usize>().ok()) {
+        m.insert("limit".into(), json!(l));
+    }
+    m
+}
+
+async fn admin_show(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = loopback_only(&parts) {
+        return r;
+    }
+    let id = hub_core::ids::EventId::new(id);
+    let with_body = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "body=true"));
+    match st.hub.store.event(&id).await {
+        Ok(Some(ev)) => {
+            let mut v = serde_json::to_value(&ev).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("status".into(), json!(ev.status()));
+                if with_body && let Ok(Some(b)) = st.hub.store.body(&id).await {
+                    o.insert("body".into(), json!(String::from_utf8_lossy(&b)));
+                }
+            }
+            Json(v).into_response()
+        }
+        Ok(None) => error_response(&PublicError::new(ErrorCode::NotFound, format!("no event {id}"))),
+        Err(e) => store_failure(&e),
+    }
+}
+
+async fn admin_replay(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = loopback_only(&parts) {
+        return r;
+    }
+    let id = hub_core::ids::EventId::new(id);
+    match st.hub.store.requeue(&id, st.hub.clock.now()).await {
+        Ok(true) => {
+            st.accepted.notify_one();
+            Json(json!({"status": "queued", "event_id": id})).into_response()
+        }
+        Ok(false) => error_response(&PublicError::new(ErrorCode::NotFound, format!("no event {id}"))),
+        Err(e) => store_failure(&e),
+    }
+}

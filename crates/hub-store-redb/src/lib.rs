@@ -41,6 +41,13 @@ pub enum OpenError {
     Init(String),
 }
 
+impl OpenError {
+    /// Another process (a running `hub serve`) holds the file.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, OpenError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. })
+    }
+}
+
 enum Op {
     Accept(NewEvent, oneshot::Sender<Result<Acceptance, StoreError>>),
     Dispatch(

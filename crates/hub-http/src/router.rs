@@ -125,10 +125,11 @@ pub fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn loopback_only(parts: &axum::http::request::Parts) -> Result<(), Response> {
+/// The refusal for a request that did not come over loopback, if it did not.
+fn refuse_non_loopback(parts: &axum::http::request::Parts) -> Option<Response> {
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ci) if ci.0.ip().is_loopback() => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "admin routes answer loopback connections only"}}))).into_response()),
+        Some(ci) if ci.0.ip().is_loopback() => None,
+        _ => Some((StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "admin routes answer loopback connections only"}}))).into_response()),
     }
 }
 
@@ -146,7 +147,7 @@ struct ListParams {
 
 async fn admin_list(State(st): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, _) = request.into_parts();
-    if let Err(r) = loopback_only(&parts) {
+    if let Some(r) = refuse_non_loopback(&parts) {
         return r;
     }
     let params: ListParams = match serde_urlencoded_query(parts.uri.query()) {
@@ -185,7 +186,7 @@ async fn admin_show(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    if let Err(r) = loopback_only(&parts) {
+    if let Some(r) = refuse_non_loopback(&parts) {
         return r;
     }
     let id = hub_core::ids::EventId::new(id);
@@ -212,7 +213,7 @@ async fn admin_replay(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    if let Err(r) = loopback_only(&parts) {
+    if let Some(r) = refuse_non_loopback(&parts) {
         return r;
     }
     let id = hub_core::ids::EventId::new(id);

@@ -101,7 +101,7 @@ impl SecretSource for ExampleSecrets {
 
 impl ExampleSpec {
     pub fn parse(name: &str, text: &str) -> Result<Self, Diagnostic> {
-        let spec: ExampleSpec = serde_saphyr::from_str(text).map_err(|e| FileCtx::new(name).from_yaml(&e))?;
+        let spec: ExampleSpec = crate::mapping::from_yaml(text).map_err(|e| FileCtx::new(name).from_yaml(&e))?;
         let n = [spec.request.body_file.is_some(), spec.request.body.is_some(), spec.request.json.is_some()]
             .iter()
             .filter(|b| **b)

@@ -241,7 +241,7 @@ mod tests {
     use serde_json::json;
 
     fn cond(yaml: &str) -> Result<Condition, Diagnostic> {
-        let node: Node = serde_saphyr::from_str(yaml).expect("yaml");
+        let node: Node = crate::mapping::from_yaml(yaml).expect("yaml");
         Condition::compile(&node, &FileCtx::new("t.yaml"))
     }
 

@@ -51,6 +51,11 @@ pub const HELPER_NAMES: &[&str] = &[
     "to_bool",
     "json",
     "jp",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "round",
     "if",
     "unless",
     "each",
@@ -70,7 +75,7 @@ pub const HELPER_NAMES: &[&str] = &[
 
 /// Registers all helpers on `hb`. `lookups` are the calling mapping file's tables.
 pub fn register_helpers(hb: &mut Handlebars<'static>, lookups: Lookups) {
-    let simple: [(&'static str, SimpleFn); 17] = [
+    let simple: [(&'static str, SimpleFn); 22] = [
         ("trim", trim),
         ("lower", lower),
         ("upper", upper),
@@ -88,6 +93,11 @@ pub fn register_helpers(hb: &mut Handlebars<'static>, lookups: Lookups) {
         ("to_number", to_number),
         ("to_bool", to_bool),
         ("json", json),
+        ("add", add),
+        ("subtract", subtract),
+        ("multiply", multiply),
+        ("divide", divide),
+        ("round", round),
     ];
     for (name, f) in simple {
         hb.register_helper(name, Box::new(Simple { name, f }));
@@ -230,6 +240,11 @@ const SPECS: &[Spec] = &[
     sp("to_bool", 1, 1, &[]),
     sp("json", 1, 1, &[]),
     sp("jp", 1, 1, &["all"]),
+    sp("add", 2, 2, &[]),
+    sp("subtract", 2, 2, &[]),
+    sp("multiply", 2, 2, &[]),
+    sp("divide", 2, 2, &[]),
+    sp("round", 1, 2, &[]),
     sp("if", 1, 1, &["includeZero"]),
     sp("unless", 1, 1, &["includeZero"]),
     sp("each", 1, 1, &[]),
@@ -755,6 +770,75 @@ fn to_bool(c: &Call<'_, '_>) -> Result<Json, RenderError> {
     Ok(Json::Bool(truthy(c.lenient_arg(0))))
 }
 
+/// An argument as a finite number (numbers, or strings holding one).
+fn num_arg(c: &Call<'_, '_>, i: usize) -> Result<f64, RenderError> {
+    let v = c.arg(i)?;
+    number_of(v)
+        .and_then(|n| n.as_f64())
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| c.fail(format_args!("{v} is not a number")))
+}
+
+/// A result as JSON: an integer when it is one (1900 / 100 → 19), else a float rounded to 10
+/// decimals so binary noise (0.1 + 0.2) does not reach destinations.
+fn number_json(c: &Call<'_, '_>, f: f64) -> Result<Json, RenderError> {
+    if !f.is_finite() {
+        return Err(c.fail("result is not a finite number"));
+    }
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        return Ok(Json::from(f as i64));
+    }
+    let r = (f * 1e10).round() / 1e10;
+    serde_json::Number::from_f64(r).map(Json::Number).ok_or_else(|| c.fail("result is not a finite number"))
+}
+
+fn add(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    number_json(c, num_arg(c, 0)? + num_arg(c, 1)?)
+}
+
+fn subtract(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    number_json(c, num_arg(c, 0)? - num_arg(c, 1)?)
+}
+
+fn multiply(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    number_json(c, num_arg(c, 0)? * num_arg(c, 1)?)
+}
+
+fn divide(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    let d = num_arg(c, 1)?;
+    if d == 0.0 {
+        return Err(c.fail("division by zero"));
+    }
+    number_json(c, num_arg(c, 0)? / d)
+}
+
+/// `round x [digits]`: half away from zero, `digits` (0-10) after the point.
+fn round(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    let x = num_arg(c, 0)?;
+    let digits = match c.h.param(1) {
+        None => 0,
+        Some(_) => {
+            let d = num_arg(c, 1)?;
+            if !(0.0..=10.0).contains(&d) || d.fract() != 0.0 {
+                return Err(c.fail("digits must be a whole number from 0 to 10"));
+            }
+            d as i32
+        }
+    };
+    let m = 10f64.powi(digits);
+    number_json(c, (x * m).round() / m)
+}
+
+/// Whether a render error is a missing variable (strict mode) or a helper's missing argument,
+/// which a field's `default` covers; other errors (bad data) are reported.
+pub fn is_missing_error(e: &RenderError) -> bool {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(_) => true,
+        RenderErrorReason::Other(msg) => msg.ends_with(" is missing"),
+        _ => false,
+    }
+}
+
 fn json(c: &Call<'_, '_>) -> Result<Json, RenderError> {
     Ok(Json::String(c.arg(0)?.to_string()))
 }
@@ -1182,5 +1266,20 @@ mod tests {
     fn runtime_arity_is_enforced() {
         let err = render_err("{{trim}}", json!({}));
         assert!(err.contains("trim: expects 1 argument, got 0"), "{err}");
+    }
+
+    #[test]
+    fn arithmetic_helpers() {
+        let body = json!({"cents": 1900, "odd": "105", "qty": "3", "price": 0.1, "zero": 0});
+        let r = |t: &str| render(t, body.clone());
+        assert_eq!(r("{{divide body.cents 100}}"), "19");
+        assert_eq!(r("{{divide body.odd 100}}"), "1.05");
+        assert_eq!(r("{{multiply body.qty body.price}}"), "0.3");
+        assert_eq!(r("{{add body.price 0.2}}"), "0.3");
+        assert_eq!(r("{{subtract body.cents 1}}"), "1899");
+        assert_eq!(r("{{round 2.675 2}}"), "2.68");
+        assert_eq!(r("{{round 2.5}}"), "3");
+        assert!(render_err("{{divide body.cents body.zero}}", body.clone()).contains("division by zero"));
+        assert!(render_err("{{add body.cents \"x\"}}", body.clone()).contains("is not a number"));
     }
 }

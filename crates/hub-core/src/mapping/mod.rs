@@ -39,6 +39,21 @@ use template::{Escape, TemplateRef, Templates};
 use value::MapNode;
 pub use value::RenderError;
 
+/// How mapping and example files are read: YAML 1.2 booleans only (`yes`, `no`, `on`, `n`
+/// stay strings, so a lookup key `no:` or a field `n:` means what it says), and numbers with
+/// leading zeros stay strings (`007`, zip codes).
+pub fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o.leading_zero_numbers_as_strings = true;
+    o
+}
+
+/// Parses YAML with [`yaml_options`].
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, yaml_options())
+}
+
 /// Default body cap: the AWS Lambda synchronous payload limit, so both shells agree.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -275,7 +290,7 @@ pub fn compile_file(
     secrets: &dyn SecretSource,
 ) -> Result<(CompiledSource, Loc), Vec<Diagnostic>> {
     let fx = FileCtx::new(name);
-    let spec: spec::FileSpec = serde_saphyr::from_str(text).map_err(|e| vec![fx.from_yaml(&e)])?;
+    let spec: spec::FileSpec = from_yaml(text).map_err(|e| vec![fx.from_yaml(&e)])?;
     let mut diags = Vec::new();
     let mut lookups = HashMap::new();
     for (tname, node) in &spec.lookups {

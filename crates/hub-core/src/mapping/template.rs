@@ -92,9 +92,26 @@ impl Templates {
     }
 
     pub fn render(&self, t: &TemplateRef, ctx: &Value) -> Result<String, String> {
-        let hb = self.registries.get(&t.escape).ok_or("no registry")?;
-        hb.render(&t.name, ctx).map_err(|e| render_reason(&e))
+        self.try_render(t, ctx).map_err(|e| e.message)
     }
+
+    /// Like [`Templates::render`], telling a missing value apart from other failures.
+    pub fn try_render(&self, t: &TemplateRef, ctx: &Value) -> Result<String, TemplateFailure> {
+        let Some(hb) = self.registries.get(&t.escape) else {
+            return Err(TemplateFailure { missing: false, message: "no registry".into() });
+        };
+        hb.render(&t.name, ctx).map_err(|e| TemplateFailure {
+            missing: helpers::is_missing_error(&e),
+            message: render_reason(&e),
+        })
+    }
+}
+
+/// A failed render: `missing` when a value it needs is absent (a `default` may cover that).
+#[derive(Debug)]
+pub struct TemplateFailure {
+    pub missing: bool,
+    pub message: String,
 }
 
 /// Whether a string needs Handlebars at all (most map values are plain literals).
@@ -121,8 +138,11 @@ fn check_elements(
         match el {
             TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
             TemplateElement::HtmlExpression(h) => {
-                if escape != Escape::Plain {
-                    return Err("`{{{...}}}` would bypass escaping; use `{{...}}`".into());
+                // `{{{json x}}}` is how a JSON body embeds an array or object: the helper's
+                // output is JSON already. Anything else unescaped could break the document.
+                let is_json_call = matches!(&h.name, Parameter::Name(n) if n == "json");
+                if escape != Escape::Plain && !(escape == Escape::Json && is_json_call) {
+                    return Err("`{{{...}}}` would bypass escaping; use `{{...}}` (or `{{{json x}}}` to embed JSON)".into());
                 }
                 check_call(h, lookups)?;
             }
@@ -228,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn json_bodies_embed_arrays_with_triple_stash_json() {
+        let mut ts = t();
+        let j = ts.compile(r#"{"tags": {{{json body.tags}}}, "n": "{{body.n}}"}"#, Escape::Json).expect("compiles");
+        let out = ts.render(&j, &json!({"body": {"tags": ["a", "b\"c"], "n": "x\"y"}})).expect("renders");
+        assert_eq!(serde_json::from_str::<Value>(&out).expect("valid JSON"), json!({"tags": ["a", "b\"c"], "n": "x\"y"}));
+    }
+
+    #[test]
     fn strict_mode_reports_missing_fields() {
         let mut ts = t();
         let p = ts.compile("{{body.nope}}", Escape::Plain).expect("compiles");
@@ -244,6 +272,7 @@ mod tests {
         assert!(ts.compile("{{lower (shout body.x)}}", Escape::Plain).unwrap_err().contains("shout"));
         assert!(ts.compile("{{#loop x}}{{/loop}}", Escape::Plain).unwrap_err().contains("block helper"));
         assert!(ts.compile("{{{body.x}}}", Escape::Json).unwrap_err().contains("bypass"));
+        assert!(ts.compile("{{{json body.x}}}", Escape::Url).unwrap_err().contains("bypass"));
         assert!(ts.compile("{{> other}}", Escape::Plain).unwrap_err().contains("partials"));
         assert!(ts.compile("{{#if x}}", Escape::Plain).unwrap_err().contains("template error"));
     }

@@ -210,11 +210,11 @@ fn finish(
     Ok(MapNode::Field(Box::new(field)))
 }
 
-/// Absent: nothing selected, null, or an empty string.
+/// Absent: nothing selected, null, or a blank string.
 fn is_absent(v: &Option<Value>) -> bool {
     match v {
         None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::String(s)) => s.trim().is_empty(),
         _ => false,
     }
 }
@@ -228,16 +228,19 @@ impl Field {
                 Some(Value::Array(selector.select(env).into_iter().cloned().collect()))
             }
             FieldSource::Select { selector, all: false } => selector.first(env).cloned(),
-            FieldSource::Template(t) => match ts.render(t, env) {
+            FieldSource::Template(t) => match ts.try_render(t, env) {
                 Ok(s) => Some(Value::String(s)),
-                // A default also covers a template whose variables are missing.
-                Err(_) if self.default.is_some() => None,
-                Err(e) => return Err(at(e)),
+                // A default covers a template whose input is missing, not one whose input is bad.
+                Err(e) if e.missing && self.default.is_some() => None,
+                Err(e) => return Err(at(e.message)),
             },
         };
         let value = if is_absent(&value) {
             match &self.default {
                 Some(d) => d.render(env, ts, fx)?,
+                // A template that renders blank leaves the field out: sending "" would clear
+                // the destination's value (e.g. a CRM property) instead of leaving it alone.
+                None if matches!(self.source, FieldSource::Template(_)) => None,
                 None => value,
             }
         } else {
@@ -302,5 +305,66 @@ fn coerce(v: Value, c: Coerce) -> Result<Value, String> {
             Value::String(s) => serde_json::from_str(&s).map_err(|e| format!("value is not JSON: {e}")),
             other => Ok(other),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::helpers::LookupTable;
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn render(yaml: &str, body: Value) -> Result<Option<Value>, RenderError> {
+        let node: Node = crate::mapping::from_yaml(yaml).expect("yaml");
+        let fx = FileCtx::new("m.yaml");
+        let mut ts = Templates::new(Arc::new(HashMap::<String, LookupTable>::new()));
+        let m = MapNode::compile(&node, &fx, &mut ts).expect("compiles");
+        m.render(&json!({"body": body}), &ts, &fx)
+    }
+
+    #[test]
+    fn selectors_literals_templates_and_absence() {
+        let out = render(
+            "{id: $.body.id, tags: {path: '$.body.tags[*]', all: true}, kind: lead, n: 3, \
+             missing: $.body.nope, nul: $.body.nul, blank: '{{body.blank}}', price: {value: '$5'}}",
+            json!({"id": 7, "tags": ["a", "b"], "nul": null, "blank": " "}),
+        );
+        assert_eq!(
+            out.expect("renders"),
+            Some(json!({"id": 7, "tags": ["a", "b"], "kind": "lead", "n": 3, "nul": null, "price": "$5"}))
+        );
+    }
+
+    #[test]
+    fn defaults_cover_missing_input_but_not_bad_input() {
+        let r = render("{a: {path: $.body.x, default: direct}, b: {template: '{{trim body.y}}', default: none}}", json!({}));
+        assert_eq!(r.expect("renders"), Some(json!({"a": "direct", "b": "none"})));
+        let bad = render("{n: {template: '{{to_number body.x}}', default: 0}}", json!({"x": "abc"}));
+        assert!(bad.expect_err("bad data is an error").0.contains("not a number"));
+    }
+
+    #[test]
+    fn required_and_type_coercion() {
+        let e = render("{email: {path: $.body.email, required: true}}", json!({})).expect_err("required");
+        assert!(e.0.starts_with("m.yaml:1:"), "{}", e.0);
+        assert!(e.0.contains("`$.body.email` selected nothing"), "{}", e.0);
+        let out = render(
+            "{a: {path: $.body.a, type: number}, b: {path: $.body.b, type: integer}, c: {path: $.body.c, type: boolean}, \
+             d: {path: $.body.d, type: string}, e: {path: $.body.e, type: json}}",
+            json!({"a": "12.5", "b": "42", "c": "yes", "d": 5, "e": "{\"k\":[1]}"}),
+        );
+        assert_eq!(out.expect("renders"), Some(json!({"a": 12.5, "b": 42, "c": true, "d": "5", "e": {"k": [1]}})));
+        assert!(render("{a: {path: $.body.a, type: integer}}", json!({"a": "1.5"})).is_err());
+    }
+
+    #[test]
+    fn field_key_errors_point_at_the_key() {
+        let node: Node = crate::mapping::from_yaml("a:\n  path: $.x\n  typo: 1\n").expect("yaml");
+        let mut ts = Templates::new(Arc::new(HashMap::new()));
+        let e = MapNode::compile(&node, &FileCtx::new("m.yaml"), &mut ts).expect_err("typo");
+        assert_eq!((e.line, e.col), (3, 9));
+        assert!(e.message.contains("unknown key `typo`"), "{}", e.message);
     }
 }

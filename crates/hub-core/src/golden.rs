@@ -15,6 +15,8 @@
 //!       url: https://api.example.com/contacts
 //!       headers: {content-type: application/json}   # only the listed headers are compared
 //!       json: {...}                          # or `body: "..."` (exact text)
+//!     - route: crm-contact                   # a route may fire more than once (`for_each`)
+//!       error: "required field"              # or: must fail to render, with this in the error
 //! # or: expect: {error: signature_invalid}
 //! ```
 
@@ -88,6 +90,9 @@ pub struct ExpectDelivery {
     pub json: Option<Value>,
     #[serde(default)]
     pub body: Option<String>,
+    /// The route must fail to render with an error containing this text.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// Example secrets first, then placeholders, so examples need not list every credential.
@@ -101,7 +106,8 @@ impl SecretSource for ExampleSecrets {
 
 impl ExampleSpec {
     pub fn parse(name: &str, text: &str) -> Result<Self, Diagnostic> {
-        let spec: ExampleSpec = crate::mapping::from_yaml(text).map_err(|e| FileCtx::new(name).from_yaml(&e))?;
+        let spec: ExampleSpec =
+            crate::mapping::from_yaml(text).map_err(|e| FileCtx::new(name).from_yaml(&e))?;
         let n = [spec.request.body_file.is_some(), spec.request.body.is_some(), spec.request.json.is_some()]
             .iter()
             .filter(|b| **b)
@@ -191,10 +197,24 @@ impl ExampleSpec {
         }
         for (w, r) in want.iter().zip(&rendered) {
             let route = &w.route;
-            let mut out = match &r.result {
-                Ok(o) => o.clone(),
-                Err(e) => {
+            let mut out = match (&r.result, &w.error) {
+                (Ok(o), None) => o.clone(),
+                (Err(e), None) => {
                     diffs.push(format!("route `{route}`: rendering failed: {e}"));
+                    continue;
+                }
+                (Err(e), Some(want)) => {
+                    if !e.0.contains(want.as_str()) {
+                        diffs.push(format!(
+                            "route `{route}`: expected an error containing {want:?}, got: {e}"
+                        ));
+                    }
+                    continue;
+                }
+                (Ok(_), Some(want)) => {
+                    diffs.push(format!(
+                        "route `{route}`: expected an error containing {want:?}, but it rendered"
+                    ));
                     continue;
                 }
             };

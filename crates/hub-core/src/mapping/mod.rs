@@ -56,6 +56,8 @@ pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_
 
 /// Default body cap: the AWS Lambda synchronous payload limit, so both shells agree.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Most requests one route renders from one event with `for_each`.
+pub const MAX_FAN_OUT: usize = 1000;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How a source derives its dedup key.
@@ -100,6 +102,7 @@ enum BodyPlan {
 pub struct CompiledRoute {
     pub id: RouteId,
     loc: Loc,
+    for_each: Option<Selector>,
     when: Option<Condition>,
     body: BodyPlan,
     method: String,
@@ -182,18 +185,53 @@ impl CompiledSource {
         }
     }
 
-    /// Evaluates every route's `when` and renders the ones that fire, in file order.
+    /// Evaluates every route's `when` and renders the ones that fire, in file order. A route
+    /// with `for_each` is evaluated once per selected node, with the node at `$.item` and its
+    /// position at `$.index`.
     pub fn evaluate(
         &self,
         env: &Value,
         req: &RawRequest,
         delivery_id: &mut dyn FnMut() -> DeliveryId,
     ) -> Vec<Rendered> {
-        self.routes
-            .iter()
-            .filter(|r| r.when.as_ref().is_none_or(|c| c.eval(env, &req.headers)))
-            .map(|r| Rendered { route: r.id.clone(), result: self.render_route(r, env, req, &delivery_id()) })
-            .collect()
+        let fires = |r: &CompiledRoute, e: &Value| r.when.as_ref().is_none_or(|c| c.eval(e, &req.headers));
+        let mut out = Vec::new();
+        for r in &self.routes {
+            let Some(each) = &r.for_each else {
+                if fires(r, env) {
+                    out.push(Rendered {
+                        route: r.id.clone(),
+                        result: self.render_route(r, env, req, &delivery_id()),
+                    });
+                }
+                continue;
+            };
+            let items: Vec<Value> = each.select(env).into_iter().cloned().collect();
+            if items.len() > MAX_FAN_OUT {
+                let msg =
+                    format!("for_each selected {} items; a route sends at most {MAX_FAN_OUT}", items.len());
+                out.push(Rendered {
+                    route: r.id.clone(),
+                    result: Err(RenderError(self.fx.at(r.loc, msg).to_string())),
+                });
+                continue;
+            }
+            // One copy of the envelope, with `item` swapped in place: no copy per item.
+            let mut e = env.clone();
+            for (i, item) in items.into_iter().enumerate() {
+                if let Value::Object(m) = &mut e {
+                    m.insert("item".into(), item);
+                    m.insert("index".into(), Value::from(i));
+                }
+                if fires(r, &e) {
+                    out.push(Rendered {
+                        route: r.id.clone(),
+                        result: self.render_route(r, &e, req, &delivery_id()),
+                    });
+                }
+            }
+        }
+        out
     }
 
     fn render_route(
@@ -453,6 +491,10 @@ fn compile_route(
         );
     }
     let when = spec.when.as_ref().and_then(|w| Condition::compile(w, fx).map_err(|d| diags.push(d)).ok());
+    let for_each = spec
+        .for_each
+        .as_ref()
+        .and_then(|f| Selector::compile(&f.value).map_err(|e| diags.push(fx.at(Loc::of(f), e))).ok());
     let to = &spec.to.value;
     let to_loc = Loc::of(&spec.to);
 
@@ -573,6 +615,7 @@ fn compile_route(
         (true, Some(body), Some(url)) => Ok(CompiledRoute {
             id: RouteId::new(spec.id.value.clone()),
             loc,
+            for_each,
             when,
             body,
             method,

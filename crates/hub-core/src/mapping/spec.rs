@@ -77,6 +77,9 @@ pub struct RouteSpec {
     pub id: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Fan out: render one request per node this JSONPath selects (`$.item`, `$.index`).
+    #[serde(default)]
+    pub for_each: Option<Spanned<String>>,
     #[serde(default)]
     pub when: Option<Node>,
     #[serde(default)]

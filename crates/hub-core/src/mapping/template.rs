@@ -142,7 +142,10 @@ fn check_elements(
                 // output is JSON already. Anything else unescaped could break the document.
                 let is_json_call = matches!(&h.name, Parameter::Name(n) if n == "json");
                 if escape != Escape::Plain && !(escape == Escape::Json && is_json_call) {
-                    return Err("`{{{...}}}` would bypass escaping; use `{{...}}` (or `{{{json x}}}` to embed JSON)".into());
+                    return Err(
+                        "`{{{...}}}` would bypass escaping; use `{{...}}` (or `{{{json x}}}` to embed JSON)"
+                            .into(),
+                    );
                 }
                 check_call(h, lookups)?;
             }
@@ -250,9 +253,14 @@ mod tests {
     #[test]
     fn json_bodies_embed_arrays_with_triple_stash_json() {
         let mut ts = t();
-        let j = ts.compile(r#"{"tags": {{{json body.tags}}}, "n": "{{body.n}}"}"#, Escape::Json).expect("compiles");
+        let j = ts
+            .compile(r#"{"tags": {{{json body.tags}}}, "n": "{{body.n}}"}"#, Escape::Json)
+            .expect("compiles");
         let out = ts.render(&j, &json!({"body": {"tags": ["a", "b\"c"], "n": "x\"y"}})).expect("renders");
-        assert_eq!(serde_json::from_str::<Value>(&out).expect("valid JSON"), json!({"tags": ["a", "b\"c"], "n": "x\"y"}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).expect("valid JSON"),
+            json!({"tags": ["a", "b\"c"], "n": "x\"y"})
+        );
     }
 
     #[test]

@@ -339,7 +339,10 @@ mod tests {
 
     #[test]
     fn defaults_cover_missing_input_but_not_bad_input() {
-        let r = render("{a: {path: $.body.x, default: direct}, b: {template: '{{trim body.y}}', default: none}}", json!({}));
+        let r = render(
+            "{a: {path: $.body.x, default: direct}, b: {template: '{{trim body.y}}', default: none}}",
+            json!({}),
+        );
         assert_eq!(r.expect("renders"), Some(json!({"a": "direct", "b": "none"})));
         let bad = render("{n: {template: '{{to_number body.x}}', default: 0}}", json!({"x": "abc"}));
         assert!(bad.expect_err("bad data is an error").0.contains("not a number"));
@@ -355,7 +358,10 @@ mod tests {
              d: {path: $.body.d, type: string}, e: {path: $.body.e, type: json}}",
             json!({"a": "12.5", "b": "42", "c": "yes", "d": 5, "e": "{\"k\":[1]}"}),
         );
-        assert_eq!(out.expect("renders"), Some(json!({"a": 12.5, "b": 42, "c": true, "d": "5", "e": {"k": [1]}})));
+        assert_eq!(
+            out.expect("renders"),
+            Some(json!({"a": 12.5, "b": 42, "c": true, "d": "5", "e": {"k": [1]}}))
+        );
         assert!(render("{a: {path: $.body.a, type: integer}}", json!({"a": "1.5"})).is_err());
     }
 

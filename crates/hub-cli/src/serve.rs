@@ -33,7 +33,8 @@ pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
-    let secrets: &dyn SecretSource = if cfg.dev { &DevSecrets } else { &EnvSecrets };
+    let dev = DevSecrets::default();
+    let secrets: &dyn SecretSource = if cfg.dev { &dev } else { &EnvSecrets };
     let set = MappingSet::compile(&texts, secrets).map_err(|diags| {
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("mappings do not compile:\n{}", list.join("\n"))
@@ -52,13 +53,17 @@ pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
     }))
 }
 
-/// `--dev`: environment first, then a loud placeholder.
-struct DevSecrets;
+/// `--dev`: environment first, then a placeholder, with one warning per unset reference.
+#[derive(Default)]
+struct DevSecrets(std::sync::Mutex<std::collections::HashSet<SecretRef>>);
 
 impl SecretSource for DevSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
         EnvSecrets.resolve(r).or_else(|| {
-            warn!(secret = %r, "secret not set; --dev uses the placeholder `<{r}>`");
+            let mut warned = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if warned.insert(r.clone()) {
+                warn!(secret = %r, "secret not set; --dev uses the placeholder `<{r}>`");
+            }
             crate::mappings_cmd::EnvOrPlaceholder.resolve(r)
         })
     }

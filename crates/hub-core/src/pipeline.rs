@@ -45,6 +45,9 @@ impl IngestError {
             IngestError::Signature(VerifyError::Missing(h)) => {
                 PublicError::new(ErrorCode::SignatureMissing, format!("missing signature header `{h}`"))
             }
+            IngestError::Signature(e @ VerifyError::NotAllowed(_)) => {
+                PublicError::new(ErrorCode::Forbidden, e.to_string())
+            }
             IngestError::Signature(e) => PublicError::new(ErrorCode::SignatureInvalid, e.to_string()),
             IngestError::Body(e @ BodyError::UnsupportedMediaType(_)) => {
                 PublicError::new(ErrorCode::UnsupportedMediaType, e.to_string())

@@ -35,7 +35,7 @@ use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use template::{Escape, TemplateRef, Templates};
+use template::{Env, Escape, TemplateRef, Templates};
 use value::MapNode;
 pub use value::RenderError;
 
@@ -201,7 +201,7 @@ impl CompiledSource {
                 if fires(r, env) {
                     out.push(Rendered {
                         route: r.id.clone(),
-                        result: self.render_route(r, env, req, &delivery_id()),
+                        result: self.render_route(r, &Env::new(env), req, &delivery_id()),
                     });
                 }
                 continue;
@@ -226,7 +226,7 @@ impl CompiledSource {
                 if fires(r, &e) {
                     out.push(Rendered {
                         route: r.id.clone(),
-                        result: self.render_route(r, &e, req, &delivery_id()),
+                        result: self.render_route(r, &Env::new(&e), req, &delivery_id()),
                     });
                 }
             }
@@ -237,7 +237,7 @@ impl CompiledSource {
     fn render_route(
         &self,
         r: &CompiledRoute,
-        env: &Value,
+        env: &Env<'_>,
         req: &RawRequest,
         delivery: &DeliveryId,
     ) -> Result<OutgoingRequest, RenderError> {
@@ -271,7 +271,7 @@ impl CompiledSource {
             headers.retain(|(k, _)| k != name);
             headers.push((name.clone(), value));
         }
-        let event_id = env.pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
+        let event_id = env.value.pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
         headers.push(("x-hub-event-id".into(), event_id.to_string()));
         headers.push(("idempotency-key".into(), delivery.to_string()));
         Ok(OutgoingRequest { method: r.method.clone(), url, headers, body })

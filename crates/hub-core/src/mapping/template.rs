@@ -91,19 +91,41 @@ impl Templates {
         Ok(TemplateRef { escape, name })
     }
 
-    pub fn render(&self, t: &TemplateRef, ctx: &Value) -> Result<String, String> {
-        self.try_render(t, ctx).map_err(|e| e.message)
+    pub fn render(&self, t: &TemplateRef, env: &Env<'_>) -> Result<String, String> {
+        self.try_render(t, env).map_err(|e| e.message)
     }
 
     /// Like [`Templates::render`], telling a missing value apart from other failures.
-    pub fn try_render(&self, t: &TemplateRef, ctx: &Value) -> Result<String, TemplateFailure> {
+    pub fn try_render(&self, t: &TemplateRef, env: &Env<'_>) -> Result<String, TemplateFailure> {
         let Some(hb) = self.registries.get(&t.escape) else {
             return Err(TemplateFailure { missing: false, message: "no registry".into() });
         };
-        hb.render(&t.name, ctx).map_err(|e| TemplateFailure {
+        let ctx = env.context().map_err(|message| TemplateFailure { missing: false, message })?;
+        hb.render_with_context(&t.name, ctx).map_err(|e| TemplateFailure {
             missing: helpers::is_missing_error(&e),
             message: render_reason(&e),
         })
+    }
+}
+
+/// The document a route renders against: the JSON envelope for selectors, and the same as a
+/// Handlebars context, built once on first use (building it copies the envelope, which per
+/// template would dominate the cost of rendering).
+pub struct Env<'a> {
+    pub value: &'a Value,
+    ctx: std::cell::OnceCell<Result<handlebars::Context, String>>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(value: &'a Value) -> Self {
+        Self { value, ctx: std::cell::OnceCell::new() }
+    }
+
+    fn context(&self) -> Result<&handlebars::Context, String> {
+        self.ctx
+            .get_or_init(|| handlebars::Context::wraps(self.value).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -237,17 +259,17 @@ mod tests {
         let mut ts = t();
         let ctx = json!({"body": {"name": "A \"quoted\" <b>&/x y"}});
         let j = ts.compile(r#"{"n": "{{body.name}}"}"#, Escape::Json).expect("compiles");
-        let out = ts.render(&j, &ctx).expect("renders");
+        let out = ts.render(&j, &Env::new(&ctx)).expect("renders");
         assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), json!({"n": "A \"quoted\" <b>&/x y"}));
         let u = ts.compile("https://x.test/c/{{body.name}}", Escape::Url).expect("compiles");
         assert_eq!(
-            ts.render(&u, &ctx).expect("renders"),
+            ts.render(&u, &Env::new(&ctx)).expect("renders"),
             "https://x.test/c/A%20%22quoted%22%20%3Cb%3E%26%2Fx%20y"
         );
         let p = ts.compile("{{body.name}}", Escape::Plain).expect("compiles");
-        assert_eq!(ts.render(&p, &ctx).expect("renders"), "A \"quoted\" <b>&/x y");
+        assert_eq!(ts.render(&p, &Env::new(&ctx)).expect("renders"), "A \"quoted\" <b>&/x y");
         let f = ts.compile("n={{body.name}}", Escape::Form).expect("compiles");
-        assert_eq!(ts.render(&f, &ctx).expect("renders"), "n=A+%22quoted%22+%3Cb%3E%26%2Fx+y");
+        assert_eq!(ts.render(&f, &Env::new(&ctx)).expect("renders"), "n=A+%22quoted%22+%3Cb%3E%26%2Fx+y");
     }
 
     #[test]
@@ -256,7 +278,8 @@ mod tests {
         let j = ts
             .compile(r#"{"tags": {{{json body.tags}}}, "n": "{{body.n}}"}"#, Escape::Json)
             .expect("compiles");
-        let out = ts.render(&j, &json!({"body": {"tags": ["a", "b\"c"], "n": "x\"y"}})).expect("renders");
+        let doc = json!({"body": {"tags": ["a", "b\"c"], "n": "x\"y"}});
+        let out = ts.render(&j, &Env::new(&doc)).expect("renders");
         assert_eq!(
             serde_json::from_str::<Value>(&out).expect("valid JSON"),
             json!({"tags": ["a", "b\"c"], "n": "x\"y"})
@@ -267,7 +290,7 @@ mod tests {
     fn strict_mode_reports_missing_fields() {
         let mut ts = t();
         let p = ts.compile("{{body.nope}}", Escape::Plain).expect("compiles");
-        let e = ts.render(&p, &json!({"body": {}})).unwrap_err();
+        let e = ts.render(&p, &Env::new(&json!({"body": {}}))).unwrap_err();
         assert!(e.contains("nope"), "{e}");
     }
 

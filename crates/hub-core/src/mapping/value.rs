@@ -3,7 +3,7 @@
 use super::diag::{Diagnostic, FileCtx};
 use super::node::{Loc, Node, NodeKind};
 use super::selector::Selector;
-use super::template::{Escape, TemplateRef, Templates, is_template};
+use super::template::{Env, Escape, TemplateRef, Templates, is_template};
 use serde_json::{Map, Value};
 
 /// A compiled output value.
@@ -75,7 +75,7 @@ impl MapNode {
     }
 
     /// Renders against the envelope. `None` means "absent": the field is left out of its object.
-    pub fn render(&self, env: &Value, ts: &Templates, fx: &FileCtx) -> Result<Option<Value>, RenderError> {
+    pub fn render(&self, env: &Env<'_>, ts: &Templates, fx: &FileCtx) -> Result<Option<Value>, RenderError> {
         match self {
             MapNode::Literal(v) => Ok(Some(v.clone())),
             MapNode::Array(items) => {
@@ -220,14 +220,14 @@ fn is_absent(v: &Option<Value>) -> bool {
 }
 
 impl Field {
-    fn render(&self, env: &Value, ts: &Templates, fx: &FileCtx) -> Result<Option<Value>, RenderError> {
+    fn render(&self, env: &Env<'_>, ts: &Templates, fx: &FileCtx) -> Result<Option<Value>, RenderError> {
         let at = |msg: String| RenderError(fx.at(self.loc, msg).to_string());
         let value = match &self.source {
             FieldSource::Value(v) => Some(v.clone()),
             FieldSource::Select { selector, all: true } => {
-                Some(Value::Array(selector.select(env).into_iter().cloned().collect()))
+                Some(Value::Array(selector.select(env.value).into_iter().cloned().collect()))
             }
-            FieldSource::Select { selector, all: false } => selector.first(env).cloned(),
+            FieldSource::Select { selector, all: false } => selector.first(env.value).cloned(),
             FieldSource::Template(t) => match ts.try_render(t, env) {
                 Ok(s) => Some(Value::String(s)),
                 // A default covers a template whose input is missing, not one whose input is bad.
@@ -312,6 +312,7 @@ fn coerce(v: Value, c: Coerce) -> Result<Value, String> {
 mod tests {
     use super::*;
     use crate::mapping::helpers::LookupTable;
+    use crate::mapping::template::Env;
     use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -321,7 +322,8 @@ mod tests {
         let fx = FileCtx::new("m.yaml");
         let mut ts = Templates::new(Arc::new(HashMap::<String, LookupTable>::new()));
         let m = MapNode::compile(&node, &fx, &mut ts).expect("compiles");
-        m.render(&json!({"body": body}), &ts, &fx)
+        let doc = json!({"body": body});
+        m.render(&Env::new(&doc), &ts, &fx)
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Signature verification over the raw bytes, in constant time.
 //!
 //! Only a [`Verified`] request can reach routing: it can be built by [`Verifier::verify`] alone.
+//! The generic HMAC scheme lives here; provider schemes implement [`Scheme`].
 
-use crate::request::RawRequest;
+use crate::request::{Headers, RawRequest};
 use crate::secret::Secret;
+use crate::time::UnixMillis;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -24,6 +26,26 @@ pub enum SigEncoding {
     Base64,
 }
 
+/// What a scheme sees of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyInput<'a> {
+    pub method: &'a str,
+    /// The URL as the sender called it (`https://host/path?query`), for schemes that sign it
+    /// (Twilio, Square, HubSpot v2/v3, Mandrill); `None` when it cannot be known.
+    pub url: Option<&'a str>,
+    pub headers: &'a Headers,
+    pub body: &'a [u8],
+    /// The verifier's clock, for timestamp tolerance.
+    pub now: UnixMillis,
+    pub remote_ip: Option<std::net::IpAddr>,
+}
+
+/// A provider's verification scheme with its resolved secrets (several during a rotation) and
+/// timestamp tolerance (`None`: freshness not checked).
+pub trait Scheme: Send + Sync + std::fmt::Debug {
+    fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError>;
+}
+
 /// A compiled verification scheme with its resolved secrets (several during a rotation).
 #[derive(Clone, Debug)]
 pub enum Verifier {
@@ -36,16 +58,29 @@ pub enum Verifier {
         prefix: String,
         secrets: Vec<Secret>,
     },
+    /// A provider or generic scheme.
+    Scheme(std::sync::Arc<dyn Scheme>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
+    /// The header (or body field) carrying the signature is absent.
     #[error("missing signature header `{0}`")]
     Missing(String),
+    /// The signature (or timestamp) is present but cannot be read.
     #[error("signature header `{0}` is malformed")]
     Malformed(String),
     #[error("signature does not match")]
     Mismatch,
+    /// The signed timestamp is outside the tolerance window (a replay or a skewed clock).
+    #[error("signature timestamp is outside the {tolerance_secs}s tolerance")]
+    Expired { tolerance_secs: u64 },
+    /// The scheme needs the URL the sender called and it is not known (set `public_url`).
+    #[error("cannot verify: the public URL of this endpoint is not known")]
+    NoUrl,
+    /// Not a signature: the request is refused by an allow-list or a shared token.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// A request whose signature was checked (or whose source declares no verification).
@@ -60,8 +95,29 @@ impl<'a> Verified<'a> {
 
 impl Verifier {
     pub fn verify<'a>(&self, req: &'a RawRequest) -> Result<Verified<'a>, VerifyError> {
+        self.verify_with(req, None, req.received_at)
+    }
+
+    /// Verifies with the URL the sender called (for URL-signing schemes) and the verifier's clock.
+    pub fn verify_with<'a>(
+        &self,
+        req: &'a RawRequest,
+        url: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Verified<'a>, VerifyError> {
         match self {
             Verifier::None => Ok(Verified(req)),
+            Verifier::Scheme(s) => {
+                let input = VerifyInput {
+                    method: &req.method,
+                    url,
+                    headers: &req.headers,
+                    body: &req.body,
+                    now,
+                    remote_ip: req.remote_addr.as_deref().and_then(|a| a.parse().ok()),
+                };
+                s.verify(&input).map(|()| Verified(req))
+            }
             Verifier::Hmac { algorithm, encoding, header, prefix, secrets } => {
                 let value = req.headers.get(header).ok_or_else(|| VerifyError::Missing(header.clone()))?;
                 let value = value.trim();
@@ -89,7 +145,7 @@ impl Verifier {
     /// examples and tests); `None` when the scheme has nothing to sign.
     pub fn sign(&self, body: &[u8]) -> Option<(String, String)> {
         match self {
-            Verifier::None => None,
+            Verifier::None | Verifier::Scheme(_) => None,
             Verifier::Hmac { algorithm, encoding, header, prefix, secrets } => {
                 let key = secrets.first()?.expose().as_bytes();
                 let mac = hmac_bytes(*algorithm, key, body);

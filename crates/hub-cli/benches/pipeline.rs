@@ -1,0 +1,152 @@
+//! Throughput of the hot paths, compared within one run (the machine is shared; ratios are what
+//! to read): rendering a real mapping, and accepting webhooks into the embedded store one commit
+//! at a time versus concurrently (group commit).
+//!
+//! Run: `cargo bench -p hub-cli --bench pipeline` (release build).
+
+use hub_core::ids::{DeliveryId, EventId, SourceId};
+use hub_core::mapping::{compile_file, envelope};
+use hub_core::pipeline::admit;
+use hub_core::ports::{NewEvent, Store};
+use hub_core::request::{Headers, RawRequest};
+use hub_core::secret::MapSecrets;
+use hub_core::time::UnixMillis;
+use hub_store_redb::RedbStore;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    render_bench(&root);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(store_bench());
+}
+
+/// Verify + parse + evaluate + render the Typeform → HubSpot mapping on its demo request.
+fn render_bench(root: &Path) {
+    let dir = root.join("mappings/typeform-hubspot");
+    let text = std::fs::read_to_string(dir.join("mapping.yaml")).expect("mapping");
+    let body = std::fs::read(dir.join("examples/demo_request.json")).expect("body");
+    let secrets = MapSecrets(
+        [("TYPEFORM_SECRET", "bench"), ("HUBSPOT_TOKEN", "bench")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let (source, _) = compile_file("mapping.yaml", &text, &secrets).expect("compiles");
+    let mut headers = Headers::new();
+    headers.push("content-type", "application/json");
+    let (h, v) = source.verifier.sign(&body).expect("signable");
+    headers.push(&h, v);
+    let req = RawRequest {
+        method: "POST".into(),
+        path: "/hooks/typeform-hubspot".into(),
+        query: None,
+        headers,
+        body: bytes::Bytes::from(body),
+        received_at: UnixMillis(1_700_000_000_000),
+        remote_addr: None,
+    };
+    let id = EventId::new("evt_bench");
+    let run = || {
+        let parsed = admit(&source, &req, true).expect("admitted");
+        let env = envelope(&id, &source.id, req.received_at, &req.headers, None, parsed);
+        let out = source.evaluate(&env, &req, &mut || DeliveryId::new("dlv_bench"));
+        assert!(out.iter().all(|r| r.result.is_ok()));
+        black_box(out);
+    };
+    for _ in 0..200 {
+        run();
+    }
+    let n = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        run();
+    }
+    let per = t.elapsed() / n;
+    println!(
+        "render  typeform-hubspot (verify+parse+when+map, {} B body): {:>8.1} µs/event, {:>8.0} events/s",
+        req.body.len(),
+        per.as_secs_f64() * 1e6,
+        1.0 / per.as_secs_f64()
+    );
+
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(admit(&source, &req, true).expect("admitted"));
+    }
+    println!("  of which verify+parse:                                    {:>8.1} µs/event", (t.elapsed() / n).as_secs_f64() * 1e6);
+
+    let t = Instant::now();
+    let m = 200;
+    for _ in 0..m {
+        black_box(compile_file("mapping.yaml", &text, &secrets).expect("compiles"));
+    }
+    println!(
+        "compile typeform-hubspot mapping file:                      {:>8.1} µs/file",
+        (t.elapsed() / m).as_secs_f64() * 1e6
+    );
+}
+
+fn event(i: usize) -> NewEvent {
+    let mut headers = Headers::new();
+    headers.push("content-type", "application/json");
+    NewEvent {
+        id: EventId::generate(),
+        source: SourceId::new("bench"),
+        received_at: UnixMillis(1_700_000_000_000),
+        method: "POST".into(),
+        path: "/hooks/bench".into(),
+        query: None,
+        headers,
+        remote_addr: None,
+        body: bytes::Bytes::from(format!(
+            "{{\"id\":{i},\"email\":\"a{i}@example.com\",\"pad\":\"{}\"}}",
+            "x".repeat(1500)
+        )),
+        dedup: Some((format!("k{i}"), UnixMillis(1_800_000_000_000))),
+    }
+}
+
+/// Durable accepts (fsync per commit) one at a time vs. 64 senders at once.
+async fn store_bench() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = 2_000;
+
+    let store = RedbStore::open(dir.path().join("seq.redb")).expect("open");
+    let t = Instant::now();
+    for i in 0..n {
+        store.accept(event(i)).await.expect("accept");
+    }
+    let seq = t.elapsed();
+    report("accept  1 sender  (one fsync'd commit each)", n, seq);
+
+    let store = Arc::new(RedbStore::open(dir.path().join("par.redb")).expect("open"));
+    let senders = 64;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (s..n).step_by(senders) {
+                store.accept(event(i)).await.expect("accept");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    let par = t.elapsed();
+    report("accept 64 senders (group commit)", n, par);
+    println!("group commit speed-up: {:.1}x", seq.as_secs_f64() / par.as_secs_f64());
+}
+
+fn report(what: &str, n: usize, d: Duration) {
+    println!(
+        "{what:<58} {:>8.0} events/s ({n} events in {:.2} s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    );
+}

@@ -77,7 +77,10 @@ fn render_bench(root: &Path) {
     for _ in 0..n {
         black_box(admit(&source, &req, true).expect("admitted"));
     }
-    println!("  of which verify+parse:                                    {:>8.1} µs/event", (t.elapsed() / n).as_secs_f64() * 1e6);
+    println!(
+        "  of which verify+parse:                                    {:>8.1} µs/event",
+        (t.elapsed() / n).as_secs_f64() * 1e6
+    );
 
     let t = Instant::now();
     let m = 200;

@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p hub-cli --bench pipeline` (release build).
 
 use hub_core::ids::{DeliveryId, EventId, SourceId};
-use hub_core::mapping::{compile_file, envelope};
+use hub_core::mapping::compile_file;
 use hub_core::pipeline::admit;
 use hub_core::ports::{NewEvent, Store};
 use hub_core::request::{Headers, RawRequest};
@@ -52,7 +52,7 @@ fn render_bench(root: &Path) {
     let id = EventId::new("evt_bench");
     let run = || {
         let parsed = admit(&source, &req, true).expect("admitted");
-        let env = envelope(&id, &source.id, req.received_at, &req.headers, None, parsed);
+        let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
         let out = source.evaluate(&env, &req, &mut || DeliveryId::new("dlv_bench"));
         assert!(out.iter().all(|r| r.result.is_ok()));
         black_box(out);

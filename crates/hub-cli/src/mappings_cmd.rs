@@ -4,7 +4,7 @@ use crate::files;
 use anyhow::{Context, Result, bail};
 use hub_core::golden::ExampleSpec;
 use hub_core::ids::{DeliveryId, EventId};
-use hub_core::mapping::{MappingSet, compile_file, envelope};
+use hub_core::mapping::{MappingSet, compile_file};
 use hub_core::pipeline::admit;
 use hub_core::request::{Headers, RawRequest};
 use hub_core::secret::{EnvSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
@@ -149,8 +149,11 @@ pub fn render(
         }
     };
     let id = EventId::new("evt_dry_run");
-    let env = envelope(&id, &source.id, req.received_at, &req.headers, None, parsed);
-    if let Some(k) = source.dedup_key(&env, &req.headers) {
+    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
+    if let Some(t) = env.pointer("/event/type").and_then(|t| t.as_str()) {
+        writeln!(out, "event type: {t}")?;
+    }
+    if let Some((k, _)) = source.dedup_key(&env, &req.headers) {
         writeln!(out, "dedup key: {k}")?;
     }
     let rendered = source.evaluate(&env, &req, &mut DeliveryId::generate);

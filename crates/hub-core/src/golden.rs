@@ -21,7 +21,7 @@
 //! ```
 
 use crate::ids::{DeliveryId, EventId};
-use crate::mapping::{Diagnostic, FileCtx, compile_file, envelope};
+use crate::mapping::{Diagnostic, FileCtx, compile_file};
 use crate::pipeline::admit;
 use crate::request::{Headers, RawRequest};
 use crate::secret::{MapSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
@@ -176,9 +176,9 @@ impl ExampleSpec {
             return diffs;
         }
         let event_id = EventId::new("evt_example");
-        let env = envelope(&event_id, &source.id, received_at, &req.headers, req.query.as_deref(), parsed);
+        let env = source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed);
         if let Some(want) = &self.expect.dedup_key {
-            let got = source.dedup_key(&env, &req.headers);
+            let got = source.dedup_key(&env, &req.headers).map(|(k, _)| k);
             if got.as_deref() != Some(want.as_str()) {
                 diffs.push(format!("dedup key: expected `{want}`, got {got:?}"));
             }

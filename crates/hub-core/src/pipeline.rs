@@ -7,7 +7,7 @@ use crate::body::{BodyError, parse_body};
 use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId};
-use crate::mapping::{CompiledSource, MappingSet, envelope};
+use crate::mapping::{CompiledSource, MappingSet};
 use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Store, StoreError};
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
@@ -48,9 +48,15 @@ impl IngestError {
             IngestError::Signature(e @ VerifyError::NotAllowed(_)) => {
                 PublicError::new(ErrorCode::Forbidden, e.to_string())
             }
+            IngestError::Signature(VerifyError::NotConfigured(_)) => {
+                PublicError::new(ErrorCode::SignatureInvalid, "this source cannot verify requests right now")
+            }
             IngestError::Signature(e) => PublicError::new(ErrorCode::SignatureInvalid, e.to_string()),
-            IngestError::Body(e @ BodyError::UnsupportedMediaType(_)) => {
+            IngestError::Body(e) if e.is_unsupported() => {
                 PublicError::new(ErrorCode::UnsupportedMediaType, e.to_string())
+            }
+            IngestError::Body(e) if e.is_too_large() => {
+                PublicError::new(ErrorCode::PayloadTooLarge, e.to_string())
             }
             IngestError::Body(e) => PublicError::new(ErrorCode::InvalidBody, e.to_string()),
             IngestError::Store(_) => {
@@ -66,10 +72,15 @@ pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<
     if req.body.len() > source.max_body_bytes {
         return Err(IngestError::TooLarge { size: req.body.len(), limit: source.max_body_bytes });
     }
-    if verify {
-        source.verifier.verify(req)?;
+    if let Some(ips) = &source.ip_allow {
+        let input = source.verify_input(req, req.received_at);
+        crate::verify::Scheme::verify(ips, &input)?;
     }
-    Ok(parse_body(source.format, req.content_type(), &req.body)?)
+    if verify {
+        let url = source.public_url_of(req);
+        source.verifier.verify_with(req, url.as_deref(), req.received_at)?;
+    }
+    Ok(parse_body(source.format, &req.headers, &req.body, &source.body_limits)?.value)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,9 +104,8 @@ impl Hub {
             self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
         let body = admit(source, &req, true)?;
         let id = EventId::generate();
-        let env = envelope(&id, &source.id, req.received_at, &req.headers, req.query.as_deref(), body);
-        let dedup =
-            source.dedup_key(&env, &req.headers).map(|k| (k, req.received_at.plus(source.dedup_window)));
+        let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
+        let dedup = source.dedup_key(&env, &req.headers).map(|(k, window)| (k, req.received_at.plus(window)));
         let event = NewEvent {
             id,
             source: source.id.clone(),
@@ -148,7 +158,7 @@ impl Hub {
                 return self.store.save_dispatch(id, Vec::new(), Some(msg), now).await;
             }
         };
-        let env = envelope(&ev.id, &ev.source, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
+        let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
         let deliveries = source
             .evaluate(&env, &req, &mut DeliveryId::generate)
             .into_iter()

@@ -6,11 +6,21 @@ use std::sync::Arc;
 
 /// A resolved secret value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
+pub struct Secret(Arc<str>, bool);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Self(Arc::from(s.into()))
+        Self(Arc::from(s.into()), false)
+    }
+
+    /// A stand-in for a secret that is not set (`validate`, `serve --dev`): usable as a MAC key
+    /// or token, but never as key material that must parse (public keys).
+    pub fn placeholder(s: impl Into<String>) -> Self {
+        Self(Arc::from(s.into()), true)
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.1
     }
     /// The value itself; call only where it is used (MAC key, auth header).
     pub fn expose(&self) -> &str {
@@ -99,6 +109,6 @@ pub struct PlaceholderSecrets;
 
 impl SecretSource for PlaceholderSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
-        Some(Secret::new(format!("<{r}>")))
+        Some(Secret::placeholder(format!("<{r}>")))
     }
 }

@@ -5,22 +5,90 @@
 //! same way. Values stay strings (forms carry no types); invalid UTF-8 is replaced, never fatal.
 //! When a key is used both as a scalar and as a container (`a=1&a[b]=2`), the later one wins, as
 //! in PHP.
+//!
+//! The nesting itself lives in [`FormBuilder`], which takes already-decoded pairs: form bodies in
+//! any charset and the text fields of multipart bodies go through the same rules.
 
+use encoding_rs::{Encoding, UTF_8};
+use indexmap::IndexMap;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Deeper bracket paths than this are kept as a literal key (bounded work per pair).
 const MAX_DEPTH: usize = 32;
 
-/// Parses a form body into nested JSON.
+/// Parses a UTF-8 form body into nested JSON.
 pub fn parse_form(body: &[u8]) -> Value {
-    let mut root = Map::new();
+    let mut builder = FormBuilder::default();
     for (key, value) in form_urlencoded::parse(body) {
-        let (base, segments) = split_key(&key);
-        insert(&mut root, base, &segments, Value::String(value.into_owned()));
+        builder.push(&key, Value::String(value.into_owned()));
     }
-    let mut v = Value::Object(root);
-    densify(&mut v);
-    v
+    builder.finish()
+}
+
+/// Parses a form body whose percent-decoded bytes are in `enc`.
+///
+/// `form_urlencoded` decodes to UTF-8 lossily, which would destroy e.g. windows-1251 bytes before
+/// the charset could be applied; so pairs are percent-decoded to bytes here and then decoded.
+pub(crate) fn parse_form_in(body: &[u8], enc: &'static Encoding) -> Value {
+    if enc == UTF_8 {
+        return parse_form(body);
+    }
+    let mut builder = FormBuilder::default();
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        let key = percent_decode(key);
+        let value = percent_decode(value);
+        let key = enc.decode_without_bom_handling(&key).0;
+        let value = enc.decode_without_bom_handling(&value).0;
+        builder.push(&key, Value::String(value.into_owned()));
+    }
+    builder.finish()
+}
+
+/// `+` is a space, then `%XX` escapes are bytes (the `application/x-www-form-urlencoded` rules).
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let plus_as_space: Cow<'_, [u8]> = if raw.contains(&b'+') {
+        Cow::Owned(raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect())
+    } else {
+        Cow::Borrowed(raw)
+    };
+    percent_encoding::percent_decode(&plus_as_space).collect()
+}
+
+/// Builds the nested value from decoded `(key, value)` pairs in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct FormBuilder {
+    root: IndexMap<String, Node>,
+}
+
+/// The tree while pairs arrive. Leaves are kept apart from containers so that a leaf that is
+/// itself an object (a multipart file reference) is never mistaken for a nesting level.
+#[derive(Debug)]
+enum Node {
+    /// One value under a flat key.
+    Leaf(Value),
+    /// A flat key repeated (`a=1&a=2`).
+    Leaves(Vec<Value>),
+    /// A nesting level (`a[b]=…`, `a[]=…`); index-keyed levels become arrays in `finish`.
+    Map(IndexMap<String, Node>),
+}
+
+impl FormBuilder {
+    /// Adds one pair; `key` may carry bracket nesting (`contact[name]`, `tags[]`).
+    pub(crate) fn push(&mut self, key: &str, value: Value) {
+        let (base, segments) = split_key(key);
+        insert(&mut self.root, base, &segments, value);
+    }
+
+    /// The finished value. Levels keyed exactly `0..n` become arrays (the top level too, as
+    /// before: `0=a&1=b` is `["a","b"]`); an empty form is `{}`.
+    pub(crate) fn finish(self) -> Value {
+        Node::Map(self.root).into_value()
+    }
 }
 
 /// `a[b][]` → (`a`, [Some("b"), None]); `None` is an append (`[]`). A key whose brackets do not
@@ -49,71 +117,77 @@ fn split_key(key: &str) -> (&str, Vec<Option<&str>>) {
     (base, segs)
 }
 
-fn insert(map: &mut Map<String, Value>, key: &str, rest: &[Option<&str>], value: Value) {
-    if rest.is_empty() {
+fn insert(map: &mut IndexMap<String, Node>, key: &str, rest: &[Option<&str>], value: Value) {
+    let Some((first, rest)) = rest.split_first() else {
         match map.get_mut(key) {
-            Some(Value::String(prev)) => {
+            Some(Node::Leaf(prev)) => {
                 let prev = std::mem::take(prev);
-                map.insert(key.to_string(), Value::Array(vec![Value::String(prev), value]));
+                map.insert(key.to_string(), Node::Leaves(vec![prev, value]));
             }
-            Some(Value::Array(items)) => items.push(value),
+            Some(Node::Leaves(items)) => items.push(value),
+            // A leaf after a container under the same key: the later pair wins, as in PHP.
             _ => {
-                map.insert(key.to_string(), value);
+                map.insert(key.to_string(), Node::Leaf(value));
             }
         }
         return;
-    }
-    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
-    let child = as_container(slot);
-    let next_key = match rest[0] {
-        Some(k) => k.to_string(),
-        None => child.len().to_string(),
     };
-    insert(child, &next_key, &rest[1..], value);
+    let slot = map.entry(key.to_string()).or_insert_with(|| Node::Map(IndexMap::new()));
+    make_level(slot);
+    if let Node::Map(child) = slot {
+        let next_key = match first {
+            Some(k) => (*k).to_string(),
+            None => child.len().to_string(),
+        };
+        insert(child, &next_key, rest, value);
+    }
 }
 
-/// Makes `slot` an object to descend into: arrays become index-keyed objects (densified back at
-/// the end); a scalar is replaced, as the later pair wins.
-fn as_container(slot: &mut Value) -> &mut Map<String, Value> {
-    if let Value::Array(items) = slot {
-        let m: Map<String, Value> =
-            std::mem::take(items).into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect();
-        *slot = Value::Object(m);
-    }
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
+/// Makes `slot` a level to descend into: repeated leaves become an index-keyed level (an array
+/// again in `finish`); a single leaf is replaced, as the later pair wins.
+fn make_level(slot: &mut Node) {
     match slot {
-        Value::Object(m) => m,
-        _ => unreachable!("slot was just made an object"),
+        Node::Map(_) => {}
+        Node::Leaves(items) => {
+            let m =
+                std::mem::take(items).into_iter().enumerate().map(|(i, v)| (i.to_string(), Node::Leaf(v)));
+            *slot = Node::Map(m.collect());
+        }
+        Node::Leaf(_) => *slot = Node::Map(IndexMap::new()),
     }
 }
 
-/// Objects whose keys are exactly `0..n` (canonical decimal) become arrays in index order.
-fn densify(v: &mut Value) {
-    match v {
-        Value::Array(items) => items.iter_mut().for_each(densify),
-        Value::Object(m) => {
-            m.values_mut().for_each(densify);
-            let n = m.len();
-            if n == 0 {
-                return;
-            }
-            let mut slots: Vec<Option<Value>> = vec![None; n];
-            for k in m.keys() {
-                match k.parse::<usize>() {
-                    Ok(i) if i < n && i.to_string() == *k && slots[i].is_none() => {
-                        slots[i] = Some(Value::Null)
+impl Node {
+    fn into_value(self) -> Value {
+        match self {
+            Node::Leaf(v) => v,
+            Node::Leaves(items) => Value::Array(items),
+            Node::Map(m) if is_dense(&m) => {
+                // Keys are exactly the canonical decimals 0..n, so each index has one slot.
+                let mut slots: Vec<Value> = vec![Value::Null; m.len()];
+                for (k, v) in m {
+                    if let Some(slot) = k.parse::<usize>().ok().and_then(|i| slots.get_mut(i)) {
+                        *slot = v.into_value();
                     }
-                    _ => return,
                 }
+                Value::Array(slots)
             }
-            let mut taken = std::mem::take(m);
-            let items = (0..n).map(|i| taken.remove(&i.to_string()).unwrap_or(Value::Null)).collect();
-            *v = Value::Array(items);
+            Node::Map(m) => {
+                Value::Object(m.into_iter().map(|(k, v)| (k, v.into_value())).collect::<Map<_, _>>())
+            }
         }
-        _ => {}
     }
+}
+
+/// A level whose keys are exactly `0..n` (canonical decimal, any order) is an array.
+fn is_dense(m: &IndexMap<String, Node>) -> bool {
+    let n = m.len();
+    n > 0
+        && m.keys().all(|k| match k.parse::<usize>() {
+            // Distinct canonical keys below n: a permutation of 0..n.
+            Ok(i) => i < n && i.to_string() == *k,
+            Err(_) => false,
+        })
 }
 
 #[cfg(test)]
@@ -163,6 +237,40 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_not_fatal() {
         assert_eq!(parse_form(b"n=%FF%FEok"), json!({"n": "\u{FFFD}\u{FFFD}ok"}));
+    }
+
+    #[test]
+    fn charset_pairs_are_decoded_from_bytes() {
+        let cp1251 = encoding_rs::WINDOWS_1251;
+        // "Иван Петров" in windows-1251; the bracket key is percent-encoded too.
+        let body = b"name=%C8%E2%E0%ED+%CF%E5%F2%F0%EE%E2&a%5B%E8%EC%FF%5D=1&&flag&plus=%2B";
+        assert_eq!(
+            parse_form_in(body, cp1251),
+            json!({"name": "Иван Петров", "a": {"имя": "1"}, "flag": "", "plus": "+"})
+        );
+        assert_eq!(parse_form_in(b"a=%D0%98", UTF_8), json!({"a": "И"}));
+        // A stray `%` is kept literally, as form_urlencoded does.
+        assert_eq!(parse_form_in(b"a=100%&b=%zz", cp1251), json!({"a": "100%", "b": "%zz"}));
+    }
+
+    #[test]
+    fn builder_keeps_object_leaves_apart_from_levels() {
+        let mut b = FormBuilder::default();
+        b.push("file", json!({"attachment": 0}));
+        b.push("file", json!({"attachment": 1}));
+        b.push("c[photo]", json!({"attachment": 2}));
+        b.push("c[name]", json!("Ann"));
+        assert_eq!(
+            b.finish(),
+            json!({"file": [{"attachment": 0}, {"attachment": 1}], "c": {"photo": {"attachment": 2}, "name": "Ann"}})
+        );
+    }
+
+    #[test]
+    fn repeated_then_appended_and_index_keyed_top_level() {
+        assert_eq!(parse_form(b"a=1&a=2&a[]=3"), json!({"a": ["1", "2", "3"]}));
+        assert_eq!(parse_form(b"0=a&1=b"), json!(["a", "b"]));
+        assert_eq!(parse_form(b""), json!({}));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::request::{Headers, RawRequest};
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, SecretRef, SecretSource};
 use crate::time::UnixMillis;
-use crate::verify::Verifier;
+use crate::verify::{Scheme, Verifier, presets, token};
 use base64::Engine as _;
 use bytes::Bytes;
 use condition::Condition;
@@ -60,11 +60,27 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub const MAX_FAN_OUT: usize = 1000;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How a source derives its dedup key.
+/// Where a source finds a value (dedup key, event type): a JSONPath into the envelope or a
+/// header.
 #[derive(Clone, Debug)]
-pub enum DedupRule {
+pub enum Locate {
     Path(Selector),
     Header(String),
+}
+
+impl Locate {
+    /// The value as text; `None` when absent, null or empty.
+    pub fn text(&self, env: &Value, headers: &Headers) -> Option<String> {
+        match self {
+            Locate::Header(h) => headers.get(h).map(str::to_string).filter(|s| !s.is_empty()),
+            Locate::Path(sel) => match sel.first(env)? {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            },
+        }
+    }
 }
 
 /// Credentials added at send time (never stored with the rendered request).
@@ -131,8 +147,15 @@ pub struct CompiledSource {
     pub file: String,
     pub format: BodyFormat,
     pub verifier: Verifier,
-    pub dedup: Option<DedupRule>,
+    pub dedup: Option<Locate>,
     pub dedup_window: Duration,
+    /// Where the event type is (`$.event.type` in the envelope).
+    pub event_type: Option<Locate>,
+    /// Signature header remembered for the tolerance window when there is no dedup key.
+    pub replay: Option<(String, Duration)>,
+    pub public_url: Option<String>,
+    pub ip_allow: Option<token::IpAllowList>,
+    pub body_limits: crate::body::BodyLimits,
     pub max_body_bytes: usize,
     pub routes: Vec<CompiledRoute>,
     templates: Templates,
@@ -172,16 +195,58 @@ impl CompiledSource {
         self.routes.iter().find(|r| &r.id == id)
     }
 
-    /// The dedup key of a request, if the source declares one and the request carries it.
-    pub fn dedup_key(&self, env: &Value, headers: &Headers) -> Option<String> {
-        match self.dedup.as_ref()? {
-            DedupRule::Header(h) => headers.get(h).map(str::to_string).filter(|s| !s.is_empty()),
-            DedupRule::Path(sel) => match sel.first(env)? {
-                Value::Null => None,
-                Value::String(s) if s.is_empty() => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            },
+    /// The dedup key of a request and how long to remember it: the source's (or its provider's)
+    /// key, else the signature itself for the tolerance window (a replay guard).
+    pub fn dedup_key(&self, env: &Value, headers: &Headers) -> Option<(String, Duration)> {
+        if let Some(k) = self.dedup.as_ref().and_then(|d| d.text(env, headers)) {
+            return Some((k, self.dedup_window));
+        }
+        let (h, window) = self.replay.as_ref()?;
+        // Twice the tolerance: a signature is accepted up to `tolerance` either side of now.
+        headers.get(h).filter(|v| !v.is_empty()).map(|v| (format!("sig:{v}"), *window * 2))
+    }
+
+    /// The envelope of a request to this source, with `event.type` filled in.
+    pub fn envelope(
+        &self,
+        event_id: &EventId,
+        received_at: UnixMillis,
+        headers: &Headers,
+        query: Option<&str>,
+        body: Value,
+    ) -> Value {
+        let mut env = envelope(event_id, &self.id, received_at, headers, query, body);
+        if let Some(t) = self.event_type.as_ref().and_then(|l| l.text(&env, headers))
+            && let Some(ev) = env.get_mut("event").and_then(Value::as_object_mut)
+        {
+            ev.insert("type".into(), Value::String(t));
+        }
+        env
+    }
+
+    /// The URL the sender called, for URL-signing schemes: `public_url` (plus the query), else
+    /// rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` or `Host`.
+    pub fn public_url_of(&self, req: &RawRequest) -> Option<String> {
+        let query =
+            req.query.as_deref().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
+        if let Some(u) = &self.public_url {
+            return Some(format!("{u}{query}"));
+        }
+        let first = |name: &str| req.headers.get(name).and_then(|v| v.split(',').next()).map(str::trim);
+        let host = first("x-forwarded-host").or_else(|| first("host")).filter(|h| !h.is_empty())?;
+        let scheme = first("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
+        Some(format!("{scheme}://{host}{}{query}", req.path))
+    }
+
+    /// What a scheme sees of `req`.
+    pub fn verify_input<'a>(&self, req: &'a RawRequest, now: UnixMillis) -> crate::verify::VerifyInput<'a> {
+        crate::verify::VerifyInput {
+            method: &req.method,
+            url: None,
+            headers: &req.headers,
+            body: &req.body,
+            now,
+            remote_ip: req.remote_addr.as_deref().and_then(|a| a.parse().ok()),
         }
     }
 
@@ -345,32 +410,114 @@ pub fn compile_file(
     if !is_valid_id(&src.id.value) {
         diags.push(fx.at(id_loc, format!("source id `{}` must be 1-64 of [a-z0-9_-]", src.id.value)));
     }
-    let verifier = match &src.verify {
-        None => Verifier::None,
-        Some(v) => compile_verify(v, &fx, secrets).unwrap_or_else(|d| {
+    let preset = src.provider.as_ref().and_then(|p| {
+        let found = presets::preset(&p.value);
+        if found.is_none() {
+            diags.push(fx.at(
+                Loc::of(p),
+                format!("unknown provider `{}` (known: {})", p.value, presets::names().join(", ")),
+            ));
+        }
+        found
+    });
+    // `tolerance: none` turns freshness off; absent, the provider's documented default applies.
+    let tolerance = match &src.tolerance {
+        None => preset.and_then(|p| p.tolerance),
+        Some(t) => tolerance_of(t, &fx).unwrap_or_else(|d| {
+            diags.push(d);
+            None
+        }),
+    };
+    let source_secrets = match secret_list(src.secret.as_ref(), src.secrets.as_deref(), &fx, secrets) {
+        Ok(s) => s,
+        Err(d) => {
+            diags.push(d);
+            Vec::new()
+        }
+    };
+    let verifier = match (&src.verify, preset) {
+        (Some(v), _) => compile_verify(v, &fx, secrets).unwrap_or_else(|d| {
             diags.push(d);
             Verifier::None
         }),
-    };
-    let mut dedup = None;
-    let mut dedup_window = DEFAULT_DEDUP_WINDOW;
-    if let Some(d) = &src.dedup {
-        let loc = Loc::of(d);
-        match (&d.value.path, &d.value.header) {
-            (Some(p), None) => match Selector::compile(&p.value) {
-                Ok(s) => dedup = Some(DedupRule::Path(s)),
-                Err(e) => diags.push(fx.at(Loc::of(p), e)),
-            },
-            (None, Some(h)) => dedup = Some(DedupRule::Header(h.value.to_ascii_lowercase())),
-            _ => diags.push(fx.at(loc, "dedup takes exactly one of `path` or `header`")),
-        }
-        if let Some(w) = &d.value.window {
-            match duration(w, &fx) {
-                Ok(w) => dedup_window = w,
-                Err(e) => diags.push(e),
+        (None, Some(p)) => {
+            let at = src.provider.as_ref().map(Loc::of).unwrap_or(id_loc);
+            if source_secrets.is_empty() && src.secret.is_none() && src.secrets.is_none() {
+                diags.push(
+                    fx.at(at, format!("provider `{}` needs `secret: env:NAME` (or `secrets:`)", p.name)),
+                );
+                Verifier::None
+            } else {
+                p.verifier(source_secrets, tolerance).unwrap_or_else(|e| {
+                    diags.push(fx.at(at, format!("provider `{}`: {e}", p.name)));
+                    Verifier::None
+                })
             }
         }
-    }
+        (None, None) => {
+            if let Some(s) = src.secret.as_ref().or_else(|| src.secrets.as_ref().and_then(|v| v.first())) {
+                diags.push(fx.at(Loc::of(s), "`secret` needs a `provider` (or put it under `verify`)"));
+            }
+            Verifier::None
+        }
+    };
+    let locate = |spec: &Spanned<spec::DedupSpec>,
+                  what: &str,
+                  diags: &mut Vec<Diagnostic>|
+     -> Option<Locate> {
+        match (&spec.value.path, &spec.value.header) {
+            (Some(p), None) => Selector::compile(&p.value)
+                .map(Locate::Path)
+                .map_err(|e| diags.push(fx.at(Loc::of(p), e)))
+                .ok(),
+            (None, Some(h)) => Some(Locate::Header(h.value.to_ascii_lowercase())),
+            _ => {
+                diags.push(fx.at(Loc::of(spec), format!("{what} takes exactly one of `path` or `header`")));
+                None
+            }
+        }
+    };
+    let from_preset = |l: Option<presets::Locator>| match l? {
+        presets::Locator::Path(p) => Selector::compile(p).ok().map(Locate::Path),
+        presets::Locator::Header(h) => Some(Locate::Header(h.to_string())),
+    };
+    let mut dedup_window = DEFAULT_DEDUP_WINDOW;
+    let dedup = match &src.dedup {
+        Some(d) => {
+            if let Some(w) = &d.value.window {
+                match duration(w, &fx) {
+                    Ok(w) => dedup_window = w,
+                    Err(e) => diags.push(e),
+                }
+            }
+            locate(d, "dedup", &mut diags)
+        }
+        None => from_preset(preset.and_then(|p| p.dedup)),
+    };
+    let event_type = match &src.event_type {
+        Some(e) => {
+            if let Some(w) = &e.value.window {
+                diags.push(fx.at(Loc::of(w), "`window` applies to `dedup` only"));
+            }
+            locate(e, "event_type", &mut diags)
+        }
+        None => from_preset(preset.and_then(|p| p.event_type)),
+    };
+    let replay = preset.and_then(|p| p.replay_header).zip(tolerance).map(|(h, t)| (h.to_string(), t));
+    let public_url = src.public_url.as_ref().and_then(|u| {
+        let v = u.value.trim().to_string();
+        if v.starts_with("https://") || v.starts_with("http://") {
+            Some(v)
+        } else {
+            diags.push(fx.at(Loc::of(u), "public_url must start with https:// or http://"));
+            None
+        }
+    });
+    let ip_allow = src.ip_allow.as_ref().and_then(|l| {
+        token::IpAllowList::new(l.value.iter()).map_err(|e| diags.push(fx.at(Loc::of(l), e))).ok()
+    });
+    let format = src.format.or(preset.map(|p| p.format)).unwrap_or_default();
+    let body_limits = src.body_limits.unwrap_or_default();
     let max_body_bytes = match &src.max_body_bytes {
         Some(m) if m.value == 0 => {
             diags.push(fx.at(Loc::of(m), "max_body_bytes must be positive"));
@@ -402,10 +549,15 @@ pub fn compile_file(
         CompiledSource {
             id: SourceId::new(src.id.value.clone()),
             file: name.to_string(),
-            format: src.format,
+            format,
             verifier,
             dedup,
             dedup_window,
+            event_type,
+            replay,
+            public_url,
+            ip_allow,
+            body_limits,
             max_body_bytes,
             routes,
             templates,
@@ -435,24 +587,66 @@ fn secret(s: &Spanned<String>, fx: &FileCtx, secrets: &dyn SecretSource) -> Resu
     secrets.resolve(&r).ok_or_else(|| fx.at(Loc::of(s), format!("secret `{r}` is not set")))
 }
 
+/// Resolves `secret` / `secrets` into values; empty when neither is given.
+fn secret_list(
+    one: Option<&Spanned<String>>,
+    many: Option<&[Spanned<String>]>,
+    fx: &FileCtx,
+    secrets: &dyn SecretSource,
+) -> Result<Vec<Secret>, Diagnostic> {
+    match (one, many) {
+        (Some(s), None) => Ok(vec![secret(s, fx, secrets)?]),
+        (None, Some(list)) => list.iter().map(|s| secret(s, fx, secrets)).collect(),
+        (None, None) => Ok(Vec::new()),
+        (Some(s), Some(_)) => Err(fx.at(Loc::of(s), "give `secret` or `secrets`, not both")),
+    }
+}
+
+/// `none` → no freshness check; otherwise a duration.
+fn tolerance_of(t: &Spanned<String>, fx: &FileCtx) -> Result<Option<Duration>, Diagnostic> {
+    if t.value.trim().eq_ignore_ascii_case("none") { Ok(None) } else { duration(t, fx).map(Some) }
+}
+
+/// Builds a scheme; a key that cannot be built because it is a placeholder (secret not set on
+/// this machine) gives a verifier that refuses everything, so the file still validates.
+fn build_scheme<S: Scheme + 'static>(
+    keys: &[Secret],
+    built: Result<S, String>,
+    loc: Loc,
+    fx: &FileCtx,
+) -> Result<Verifier, Diagnostic> {
+    match built {
+        Ok(s) => Ok(Verifier::Scheme(Arc::new(s))),
+        Err(e) if keys.iter().any(Secret::is_placeholder) => {
+            Ok(Verifier::Unavailable(format!("secret not set ({e})")))
+        }
+        Err(e) => Err(fx.at(loc, e)),
+    }
+}
+
 fn compile_verify(
     v: &Spanned<spec::VerifySpec>,
     fx: &FileCtx,
     secrets: &dyn SecretSource,
 ) -> Result<Verifier, Diagnostic> {
+    use crate::verify::{ed25519, template_hmac};
+    let loc = Loc::of(v);
+    let need = |list: Vec<Secret>, what: &str| -> Result<Vec<Secret>, Diagnostic> {
+        if list.is_empty() {
+            Err(fx.at(
+                loc,
+                format!("{what} needs a secret reference: `secret: env:NAME` (or `secrets:` for a rotation)"),
+            ))
+        } else {
+            Ok(list)
+        }
+    };
     match &v.value {
         spec::VerifySpec::Hmac(h) => {
-            let refs: Vec<&Spanned<String>> = match (&h.secret, &h.secrets) {
-                (Some(s), None) => vec![s],
-                (None, Some(list)) if !list.is_empty() => list.iter().collect(),
-                _ => {
-                    return Err(fx.at(
-                        Loc::of(v),
-                        "hmac verification needs a secret reference: `secret: env:NAME` (or `secrets:` for a rotation)",
-                    ));
-                }
-            };
-            let secrets = refs.into_iter().map(|s| secret(s, fx, secrets)).collect::<Result<Vec<_>, _>>()?;
+            let secrets = need(
+                secret_list(h.secret.as_ref(), h.secrets.as_deref(), fx, secrets)?,
+                "hmac verification",
+            )?;
             if http::HeaderName::try_from(h.header.value.as_str()).is_err() {
                 return Err(
                     fx.at(Loc::of(&h.header), format!("`{}` is not a valid header name", h.header.value))
@@ -465,6 +659,64 @@ fn compile_verify(
                 prefix: h.prefix.clone().unwrap_or_default(),
                 secrets,
             })
+        }
+        spec::VerifySpec::TemplateHmac(t) => {
+            let keys =
+                need(secret_list(t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?, "template_hmac")?;
+            let tolerance = match &t.tolerance {
+                Some(x) => tolerance_of(x, fx)?,
+                None if t.timestamp_header.is_some() => Some(Duration::from_secs(300)),
+                None => None,
+            };
+            let config = template_hmac::TemplateHmacConfig {
+                algorithm: t.algorithm,
+                encoding: t.encoding,
+                signature_header: t.header.clone(),
+                prefix: t.prefix.clone(),
+                timestamp_header: t.timestamp_header.clone(),
+                template: t.template.value.clone(),
+                separator: t.separator.clone(),
+            };
+            let built = template_hmac::TemplateHmac::new(config, keys.clone(), tolerance);
+            build_scheme(&keys, built, Loc::of(&t.template), fx)
+        }
+        spec::VerifySpec::Ed25519(e) => {
+            let keys =
+                need(secret_list(e.public_key.as_ref(), e.public_keys.as_deref(), fx, secrets)?, "ed25519")?;
+            let tolerance = match &e.tolerance {
+                Some(x) => tolerance_of(x, fx)?,
+                None if e.timestamp_header.is_some() => Some(Duration::from_secs(300)),
+                None => None,
+            };
+            let config = ed25519::Ed25519Config {
+                header: e.header.clone(),
+                prefix: e.prefix.clone(),
+                encoding: match e.encoding {
+                    crate::verify::SigEncoding::Hex => ed25519::Ed25519Encoding::Hex,
+                    crate::verify::SigEncoding::Base64 => ed25519::Ed25519Encoding::Base64,
+                },
+                timestamp_header: e.timestamp_header.clone(),
+                tolerance,
+            };
+            build_scheme(&keys, ed25519::Ed25519::new(keys.clone(), config), loc, fx)
+        }
+        spec::VerifySpec::BasicAuth { username, password } => {
+            let keys = vec![secret(password, fx, secrets)?];
+            build_scheme(&keys, token::BasicAuth::new(username.clone(), keys.clone()), loc, fx)
+        }
+        spec::VerifySpec::ApiKey { header, secret: s } => {
+            let keys = vec![secret(s, fx, secrets)?];
+            build_scheme(&keys, token::ApiKeyHeader::new(header.clone(), keys.clone()), loc, fx)
+        }
+        spec::VerifySpec::Token(t) => {
+            let keys = need(secret_list(t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?, "token")?;
+            let location = match (&t.query, &t.header, &t.body_field) {
+                (Some(q), None, None) => token::TokenLocation::Query(q.clone()),
+                (None, Some(h), None) => token::TokenLocation::Header(h.clone()),
+                (None, None, Some(b)) => token::TokenLocation::BodyField(b.clone()),
+                _ => return Err(fx.at(loc, "token takes exactly one of `query`, `header` or `body_field`")),
+            };
+            build_scheme(&keys, token::SharedToken::new(location, keys.clone()), loc, fx)
         }
     }
 }

@@ -24,12 +24,37 @@ pub struct SourceSpec {
     pub id: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// A provider preset (`stripe`, `github`, ...): verification, dedup key, event type and
+    /// body format; each can still be set below.
     #[serde(default)]
-    pub format: BodyFormat,
+    pub provider: Option<Spanned<String>>,
+    /// The provider's secret (`env:NAME`), or several during a rotation.
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secrets: Option<Vec<Spanned<String>>>,
+    /// Timestamp tolerance for the provider's signature (`5m`, or `none` to not check).
+    #[serde(default)]
+    pub tolerance: Option<Spanned<String>>,
+    /// This endpoint's URL as senders call it, for schemes that sign the URL; without it the
+    /// URL is rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host`/`Host`.
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: Option<BodyFormat>,
     #[serde(default)]
     pub verify: Option<Spanned<VerifySpec>>,
+    /// Only these source networks may post (checked before any signature).
+    #[serde(default)]
+    pub ip_allow: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub dedup: Option<Spanned<DedupSpec>>,
+    /// Where the event type is, shown to mappings as `$.event.type`.
+    #[serde(default)]
+    pub event_type: Option<Spanned<DedupSpec>>,
+    /// Caps for decompressed bodies and multipart attachments.
+    #[serde(default)]
+    pub body_limits: Option<crate::body::BodyLimits>,
     /// Largest accepted body in bytes (default 6 MB, the Lambda payload limit).
     #[serde(default)]
     pub max_body_bytes: Option<Spanned<u64>>,
@@ -39,6 +64,76 @@ pub struct SourceSpec {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum VerifySpec {
     Hmac(HmacSpec),
+    /// HMAC over a signed-content template (`{timestamp}.{body}`).
+    TemplateHmac(TemplateHmacSpec),
+    Ed25519(Ed25519Spec),
+    BasicAuth {
+        username: String,
+        password: Spanned<String>,
+    },
+    ApiKey {
+        header: String,
+        secret: Spanned<String>,
+    },
+    /// A shared token in the query, a header or a body field.
+    Token(TokenSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateHmacSpec {
+    pub algorithm: HmacAlgorithm,
+    #[serde(default)]
+    pub encoding: SigEncoding,
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    pub template: Spanned<String>,
+    #[serde(default)]
+    pub separator: Option<String>,
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secrets: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub tolerance: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ed25519Spec {
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub encoding: SigEncoding,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// Public key(s), hex or base64, as `env:` references.
+    #[serde(default)]
+    pub public_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub public_keys: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub tolerance: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Dotted path into the body (`auth.application_token`).
+    #[serde(default)]
+    pub body_field: Option<String>,
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secrets: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

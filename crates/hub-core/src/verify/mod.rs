@@ -1,7 +1,27 @@
 //! Signature verification over the raw bytes, in constant time.
 //!
 //! Only a [`Verified`] request can reach routing: it can be built by [`Verifier::verify`] alone.
-//! The generic HMAC scheme lives here; provider schemes implement [`Scheme`].
+//! The generic HMAC scheme lives here; provider schemes implement [`Scheme`], and
+//! [`presets`] maps provider names to them.
+
+pub mod calendly;
+pub mod ed25519;
+pub mod hubspot;
+pub mod liqpay;
+pub mod mailgun;
+pub mod mandrill;
+pub mod paddle;
+pub mod paddle_classic;
+pub mod presets;
+pub mod sendgrid;
+pub mod slack;
+pub mod square;
+pub mod standard_webhooks;
+pub mod stripe;
+pub mod template_hmac;
+pub mod token;
+pub mod twilio;
+pub mod webflow;
 
 use crate::request::{Headers, RawRequest};
 use crate::secret::Secret;
@@ -60,6 +80,9 @@ pub enum Verifier {
     },
     /// A provider or generic scheme.
     Scheme(std::sync::Arc<dyn Scheme>),
+    /// The scheme could not be built because its key is a placeholder (not set on this
+    /// machine): every request is refused with the reason.
+    Unavailable(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +104,9 @@ pub enum VerifyError {
     /// Not a signature: the request is refused by an allow-list or a shared token.
     #[error("{0}")]
     NotAllowed(String),
+    /// The source's key is not configured on this machine.
+    #[error("verification is not configured: {0}")]
+    NotConfigured(String),
 }
 
 /// A request whose signature was checked (or whose source declares no verification).
@@ -107,6 +133,7 @@ impl Verifier {
     ) -> Result<Verified<'a>, VerifyError> {
         match self {
             Verifier::None => Ok(Verified(req)),
+            Verifier::Unavailable(why) => Err(VerifyError::NotConfigured(why.clone())),
             Verifier::Scheme(s) => {
                 let input = VerifyInput {
                     method: &req.method,
@@ -145,7 +172,7 @@ impl Verifier {
     /// examples and tests); `None` when the scheme has nothing to sign.
     pub fn sign(&self, body: &[u8]) -> Option<(String, String)> {
         match self {
-            Verifier::None | Verifier::Scheme(_) => None,
+            Verifier::None | Verifier::Scheme(_) | Verifier::Unavailable(_) => None,
             Verifier::Hmac { algorithm, encoding, header, prefix, secrets } => {
                 let key = secrets.first()?.expose().as_bytes();
                 let mac = hmac_bytes(*algorithm, key, body);

@@ -1,0 +1,251 @@
+//! Provider presets: `provider: stripe` gives a source the provider's verification, dedup key,
+//! event-type location and body format, each of which the mapping file may still override.
+
+use super::hubspot::HubSpot;
+use super::token::{SharedToken, TokenLocation};
+use super::{HmacAlgorithm, Scheme, SigEncoding, Verifier};
+use crate::body::BodyFormat;
+use crate::secret::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a preset finds a value: a JSONPath into the envelope or a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locator {
+    Path(&'static str),
+    Header(&'static str),
+}
+
+type Build = fn(Vec<Secret>, Option<Duration>) -> Result<Verifier, String>;
+
+/// One provider's defaults.
+#[derive(Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    pub format: BodyFormat,
+    /// The provider's own delivery or event id, for dedup.
+    pub dedup: Option<Locator>,
+    /// Where the event type is (`$.event.type` in the envelope).
+    pub event_type: Option<Locator>,
+    /// The documented timestamp tolerance; `None` for schemes that sign no timestamp.
+    pub tolerance: Option<Duration>,
+    /// Whether the scheme signs the URL the sender called (needs `public_url` behind proxies).
+    pub signs_url: bool,
+    /// The header whose value is unique per signed request; remembered for the tolerance window
+    /// as a replay guard when the source has no dedup key.
+    pub replay_header: Option<&'static str>,
+    build: Build,
+}
+
+impl std::fmt::Debug for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preset").field("name", &self.name).finish()
+    }
+}
+
+impl Preset {
+    /// The verifier with these secrets (several during a rotation) and tolerance (`None`:
+    /// freshness not checked).
+    pub fn verifier(&self, secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Verifier, String> {
+        let placeholder = secrets.iter().any(Secret::is_placeholder);
+        match (self.build)(secrets, tolerance) {
+            Ok(v) => Ok(v),
+            // A placeholder is no key: the file is fine, this machine just lacks the secret.
+            Err(e) if placeholder => Ok(Verifier::Unavailable(format!("{} secret not set ({e})", self.name))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn scheme<S: Scheme + 'static>(r: Result<S, String>) -> Result<Verifier, String> {
+    r.map(|s| Verifier::Scheme(Arc::new(s)))
+}
+
+fn hmac(
+    algorithm: HmacAlgorithm,
+    encoding: SigEncoding,
+    header: &str,
+    prefix: &str,
+    secrets: Vec<Secret>,
+) -> Result<Verifier, String> {
+    if secrets.is_empty() {
+        return Err("no secret configured".into());
+    }
+    Ok(Verifier::Hmac {
+        algorithm,
+        encoding,
+        header: header.to_ascii_lowercase(),
+        prefix: prefix.to_string(),
+        secrets,
+    })
+}
+
+const FIVE_MIN: Option<Duration> = Some(Duration::from_secs(300));
+
+macro_rules! preset {
+    ($name:expr, $format:expr, $dedup:expr, $event:expr, $tol:expr, $url:expr, $build:expr) => {
+        preset!($name, $format, $dedup, $event, $tol, $url, None, $build)
+    };
+    ($name:expr, $format:expr, $dedup:expr, $event:expr, $tol:expr, $url:expr, $replay:expr, $build:expr) => {
+        Preset {
+            name: $name,
+            format: $format,
+            dedup: $dedup,
+            event_type: $event,
+            tolerance: $tol,
+            signs_url: $url,
+            replay_header: $replay,
+            build: $build,
+        }
+    };
+}
+
+use BodyFormat::{Auto, Form, Json};
+use Locator::{Header as H, Path as P};
+
+/// Every preset, by the name a mapping file uses.
+pub const PRESETS: &[Preset] = &[
+    preset!("stripe", Json, Some(P("$.body.id")), Some(P("$.body.type")), FIVE_MIN, false, |s, t| {
+        scheme(super::stripe::Stripe::new(s, t))
+    }),
+    preset!("github", Json, Some(H("x-github-delivery")), Some(H("x-github-event")), None, false, |s, _| {
+        hmac(HmacAlgorithm::Sha256, SigEncoding::Hex, "x-hub-signature-256", "sha256=", s)
+    }),
+    preset!(
+        "shopify",
+        Json,
+        Some(H("x-shopify-webhook-id")),
+        Some(H("x-shopify-topic")),
+        None,
+        false,
+        |s, _| hmac(HmacAlgorithm::Sha256, SigEncoding::Base64, "x-shopify-hmac-sha256", "", s)
+    ),
+    preset!(
+        "standard-webhooks",
+        Json,
+        Some(H("webhook-id")),
+        Some(P("$.body.type")),
+        FIVE_MIN,
+        false,
+        |s, t| scheme(super::standard_webhooks::StandardWebhooks::new(s, t))
+    ),
+    preset!("svix", Json, Some(H("svix-id")), Some(P("$.body.type")), FIVE_MIN, false, |s, t| {
+        scheme(super::standard_webhooks::StandardWebhooks::new(s, t))
+    }),
+    preset!(
+        "slack",
+        Auto,
+        None,
+        Some(P("$.body.type")),
+        FIVE_MIN,
+        false,
+        Some("x-slack-signature"),
+        |s, t| { scheme(super::slack::Slack::new(s, t)) }
+    ),
+    preset!("twilio", Form, Some(H("i-twilio-idempotency-token")), None, None, true, |s, t| {
+        scheme(super::twilio::Twilio::new(s, t))
+    }),
+    preset!(
+        "hubspot",
+        Json,
+        None,
+        Some(P("$.body[0].subscriptionType")),
+        FIVE_MIN,
+        true,
+        Some("x-hubspot-signature-v3"),
+        |s, t| scheme(HubSpot::new(s, t))
+    ),
+    preset!(
+        "mailgun",
+        Auto,
+        Some(P("$.body['event-data'].id")),
+        Some(P("$.body['event-data'].event")),
+        FIVE_MIN,
+        false,
+        |s, t| scheme(super::mailgun::Mailgun::new(s, t))
+    ),
+    preset!(
+        "sendgrid",
+        Json,
+        None,
+        Some(P("$.body[0].event")),
+        None,
+        false,
+        Some("x-twilio-email-event-webhook-signature"),
+        |s, t| scheme(super::sendgrid::SendGrid::new(s, t))
+    ),
+    preset!("square", Json, Some(P("$.body.event_id")), Some(P("$.body.type")), None, true, |s, t| {
+        scheme(super::square::Square::new(s, t))
+    }),
+    preset!(
+        "paddle",
+        Json,
+        Some(P("$.body.event_id")),
+        Some(P("$.body.event_type")),
+        FIVE_MIN,
+        false,
+        |s, t| { scheme(super::paddle::Paddle::new(s, t)) }
+    ),
+    preset!(
+        "paddle-classic",
+        Form,
+        Some(P("$.body.alert_id")),
+        Some(P("$.body.alert_name")),
+        None,
+        false,
+        |s, t| scheme(super::paddle_classic::PaddleClassic::new(s, t))
+    ),
+    preset!("liqpay", Form, Some(P("$.body.signature")), None, None, false, |s, t| {
+        scheme(super::liqpay::LiqPay::new(s, t))
+    }),
+    preset!("mandrill", Form, None, None, None, true, |s, t| scheme(super::mandrill::Mandrill::new(s, t))),
+    preset!(
+        "typeform",
+        Json,
+        Some(P("$.body.event_id")),
+        Some(P("$.body.event_type")),
+        None,
+        false,
+        |s, _| hmac(HmacAlgorithm::Sha256, SigEncoding::Base64, "typeform-signature", "sha256=", s)
+    ),
+    preset!(
+        "webflow",
+        Json,
+        None,
+        Some(P("$.body.triggerType")),
+        FIVE_MIN,
+        false,
+        Some("x-webflow-signature"),
+        |s, t| scheme(super::webflow::Webflow::new(s, t))
+    ),
+    preset!(
+        "calendly",
+        Json,
+        None,
+        Some(P("$.body.event")),
+        FIVE_MIN,
+        false,
+        Some("calendly-webhook-signature"),
+        |s, t| scheme(super::calendly::Calendly::new(s, t))
+    ),
+    // Mailchimp cannot sign: its documented advice is a secret in the webhook URL.
+    preset!("mailchimp", Form, None, Some(P("$.body.type")), None, false, |s, _| {
+        scheme(SharedToken::new(TokenLocation::Query("token".into()), s))
+    }),
+    // Bitrix24 puts the application's token in every event body.
+    preset!("bitrix24", Form, None, Some(P("$.body.event")), None, false, |s, _| {
+        scheme(SharedToken::new(TokenLocation::BodyField("auth.application_token".into()), s))
+    }),
+    // amoCRM's legacy webhooks are unsigned: a secret query token in the configured URL.
+    preset!("amocrm", Form, None, None, None, false, |s, _| {
+        scheme(SharedToken::new(TokenLocation::Query("token".into()), s))
+    }),
+];
+
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod corpus;
+
 mod delivery;
 mod golden;
 mod ingest;

@@ -6,6 +6,7 @@ mod support;
 mod corpus;
 
 mod delivery;
+mod formats;
 mod golden;
 mod ingest;
 mod restart;

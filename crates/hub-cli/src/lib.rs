@@ -1,8 +1,9 @@
 //! The `hub` command: `serve` on the embedded store, `mappings validate|test|render`, `events`,
-//! `replay`. `main.rs` parses arguments; the commands live here so integration tests can call
+//! `replay`, `verify`. `main.rs` parses arguments; the commands live here so integration tests can call
 //! them too.
 
 pub mod files;
 pub mod mappings_cmd;
 pub mod serve;
 pub mod store_cmd;
+pub mod verify_cmd;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use hub_cli::{mappings_cmd, serve, store_cmd};
+use hub_cli::{mappings_cmd, serve, store_cmd, verify_cmd};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,31 @@ enum Cmd {
     Events {
         #[command(subcommand)]
         cmd: EventsCmd,
+    },
+    /// Check a request's signature with a provider's scheme (the server's code path).
+    Verify {
+        /// Provider preset: stripe, github, svix, twilio, ...
+        #[arg(long)]
+        provider: String,
+        /// Secret or key (repeatable: any may match, as during a rotation).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// Request header, 'Name: value' (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long)]
+        body_file: PathBuf,
+        /// The URL the sender called (Twilio, Square, HubSpot, Mandrill sign it).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// Verifier clock, unix seconds (default: now).
+        #[arg(long)]
+        now: Option<u64>,
+        /// Timestamp tolerance in seconds, or `none` (default: the provider's).
+        #[arg(long)]
+        tolerance: Option<String>,
     },
     /// Dispatch a stored event again with the current mappings.
     Replay {
@@ -174,6 +199,11 @@ fn run(cli: Cli) -> Result<bool> {
                 }
             }
             Ok(true)
+        }
+        Cmd::Verify { provider, secrets, headers, body_file, url, method, now, tolerance } => {
+            let args =
+                verify_cmd::VerifyArgs { provider, secrets, headers, body_file, url, method, now, tolerance };
+            verify_cmd::run(&args, &mut out)
         }
         Cmd::Replay { event_id, store, server } => {
             runtime()?.block_on(store_cmd::replay(&store, &server, &event_id, &mut out))?;

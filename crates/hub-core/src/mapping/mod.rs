@@ -225,7 +225,7 @@ impl CompiledSource {
     }
 
     /// The URL the sender called, for URL-signing schemes: `public_url` (plus the query), else
-    /// rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` or `Host`.
+    /// rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` or `Host`, else the path and query.
     pub fn public_url_of(&self, req: &RawRequest) -> Option<String> {
         let query =
             req.query.as_deref().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
@@ -233,7 +233,10 @@ impl CompiledSource {
             return Some(format!("{u}{query}"));
         }
         let first = |name: &str| req.headers.get(name).and_then(|v| v.split(',').next()).map(str::trim);
-        let host = first("x-forwarded-host").or_else(|| first("host")).filter(|h| !h.is_empty())?;
+        let Some(host) = first("x-forwarded-host").or_else(|| first("host")).filter(|h| !h.is_empty()) else {
+            // No host to rebuild from: the path and query still serve query-token schemes.
+            return Some(format!("{}{query}", req.path));
+        };
         let scheme = first("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
         Some(format!("{scheme}://{host}{}{query}", req.path))
     }

@@ -1,0 +1,164 @@
+//! Provider presets and body formats through the real server, and `hub verify`.
+
+use crate::support::*;
+use serde_json::json;
+use std::io::Write;
+
+fn stripe_sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    m.update(format!("{t}.").as_bytes());
+    m.update(body);
+    format!("t={t},v1={}", hex::encode(m.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn stripe_preset_verifies_dedups_and_exposes_the_event_type() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(
+        m.join("stripe.yaml"),
+        format!(
+            "source:\n  id: pay\n  provider: stripe\n  secret: env:LEAD_SECRET\nroutes:\n  - id: deal\n    when: {{path: $.event.type, eq: invoice.paid}}\n    map:\n      type: \"{{{{event.type}}}}\"\n      amount: {{template: \"{{{{divide body.data.object.amount_paid 100}}}}\", type: number}}\n    to: {{url: \"{}\"}}\n",
+            dest.url("/deals")
+        ),
+    )
+    .expect("write");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let body = serde_json::to_vec(
+        &json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"amount_paid": 1990}}}),
+    )
+    .expect("json");
+    let post = |sig: String, body: Vec<u8>| {
+        client
+            .post(hub.url("/hooks/pay"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", sig)
+            .body(body)
+            .send()
+    };
+    let r = post(stripe_sign(SECRET, &body), body.clone()).await.expect("send");
+    assert_eq!(r.status(), 200);
+    let again: serde_json::Value =
+        post(stripe_sign(SECRET, &body), body.clone()).await.expect("send").json().await.expect("json");
+    assert_eq!(again["status"], "duplicate", "Stripe's event id is the preset's dedup key");
+    let bad = post(stripe_sign("wrong", &body), body.clone()).await.expect("send");
+    assert_eq!(bad.status(), 401);
+    let stale = post("t=1000,v1=00".into(), body.clone()).await.expect("send");
+    assert_eq!(stale.status(), 401);
+    let got = dest.wait_for(1, 10).await;
+    assert_eq!(got[0].json(), json!({"type": "invoice.paid", "amount": 19.9}));
+    hub.stop();
+}
+
+#[tokio::test]
+async fn gzip_xml_and_multipart_bodies_are_parsed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(
+        m.join("any.yaml"),
+        format!(
+            "source:\n  id: any\nroutes:\n  - id: echo\n    map: {{got: $.body}}\n    to: {{url: \"{}\"}}\n",
+            dest.url("/echo")
+        ),
+    )
+    .expect("write");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let url = hub.url("/hooks/any");
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"lead": "gzip"}"#).expect("gzip");
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().expect("gzip"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+
+    let xml = r#"<lead id="7"><name>Ann</name><tag>a</tag><tag>b</tag></lead>"#;
+    let r = client.post(&url).header("content-type", "application/xml").body(xml).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+
+    let multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"contact[name]\"\r\n\r\nAnn\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"cv\"; filename=\"cv.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XyZ--\r\n";
+    let r = client
+        .post(&url)
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(multipart)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b' '; 8 * 1024 * 1024]).expect("gzip");
+        gz.finish().expect("gzip")
+    };
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413, "a body that inflates past the cap is refused");
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body("x")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 415);
+
+    let got = dest.wait_for(3, 10).await;
+    let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()["got"].clone()).collect();
+    assert!(bodies.contains(&json!({"lead": "gzip"})), "{bodies:?}");
+    assert!(bodies.contains(&json!({"lead": {"@id": "7", "name": "Ann", "tag": ["a", "b"]}})), "{bodies:?}");
+    let mp = bodies.iter().find(|b| b.get("contact").is_some()).expect("multipart body");
+    assert_eq!(mp["contact"]["name"], "Ann");
+    assert_eq!(mp["cv"]["filename"], "cv.txt");
+    assert_eq!(mp["cv"]["size"], 5);
+    assert_eq!(mp["cv"]["sha256"], "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    hub.stop();
+}
+
+#[test]
+fn hub_verify_prints_the_verdict_and_exits_accordingly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "Hello, World!").expect("write");
+    let sig = "X-Hub-Signature-256: sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let b = body.to_str().expect("utf8");
+    let (code, out) = hub_cli(&[
+        "verify",
+        "--provider",
+        "github",
+        "--secret",
+        "It's a Secret to Everybody",
+        "--header",
+        sig,
+        "--body-file",
+        b,
+    ]);
+    assert_eq!((code, out.trim()), (0, "valid"));
+    let (code, out) =
+        hub_cli(&["verify", "--provider", "github", "--secret", "nope", "--header", sig, "--body-file", b]);
+    assert_eq!((code, out.trim()), (1, "invalid: signature does not match"));
+    let (code, out) = hub_cli(&["verify", "--provider", "github", "--secret", "x", "--body-file", b]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("invalid: missing signature header"), "{out}");
+}

@@ -129,7 +129,7 @@ impl Scheme for Ed25519 {
                 let ts = input.headers.get(th).ok_or_else(|| VerifyError::Missing(th.clone()))?;
                 if let Some(tol) = c.tolerance {
                     let secs = parse_secs(ts).ok_or_else(|| VerifyError::Malformed(th.clone()))?;
-                    check_fresh(secs, input.now.0, tol)?;
+                    super::check_fresh(input.now, i128::from(secs) * 1000, Some(tol))?;
                 }
                 // The timestamp is signed exactly as sent, then the raw body.
                 let mut m = Vec::with_capacity(ts.len() + input.body.len());
@@ -155,14 +155,6 @@ fn parse_secs(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
-}
-
-fn check_fresh(ts_secs: u64, now_ms: u64, tol: Duration) -> Result<(), VerifyError> {
-    let tol_ms = u64::try_from(tol.as_millis()).unwrap_or(u64::MAX);
-    if ts_secs.saturating_mul(1000).abs_diff(now_ms) > tol_ms {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

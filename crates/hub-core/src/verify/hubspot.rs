@@ -10,9 +10,8 @@
 //! v3 is used whenever its header is present. v1/v2 sign no timestamp, so they cannot be checked
 //! for freshness and a captured request replays forever; [`HubSpot::require_v3`] refuses them.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -144,16 +143,6 @@ fn update_decoded_uri(mac: &mut Hmac<Sha256>, uri: &str) {
     mac.update(bytes.get(done..).unwrap_or_default());
 }
 
-/// `signed_ms` is in milliseconds (v3 timestamps are).
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 impl Scheme for HubSpot {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         if let Some(v3) = input.headers.get(V3_HEADER) {
@@ -170,6 +159,7 @@ impl Scheme for HubSpot {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     // HubSpot's documented examples: client secret yyyyyyyy-…, POST https://www.example.com/webhook_uri.
     const SECRET: &str = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";

@@ -50,7 +50,7 @@ impl Scheme for Mailgun {
         }
         if let Some(tol) = self.tolerance {
             let ts = parse_secs(&t.timestamp).ok_or_else(|| VerifyError::Malformed("timestamp".into()))?;
-            check_fresh(ts, input.now.0, tol)?;
+            super::check_fresh(input.now, i128::from(ts) * 1000, Some(tol))?;
         }
         let ok = self.secrets.iter().any(|s| {
             let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(s.expose().as_bytes()) else {
@@ -118,14 +118,6 @@ fn parse_secs(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
-}
-
-fn check_fresh(ts_secs: u64, now_ms: u64, tol: Duration) -> Result<(), VerifyError> {
-    let tol_ms = u64::try_from(tol.as_millis()).unwrap_or(u64::MAX);
-    if ts_secs.saturating_mul(1000).abs_diff(now_ms) > tol_ms {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use crate::time::UnixMillis;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,6 +185,20 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Whether a signed timestamp is within `tolerance` of the verifier's clock (`None`: not
+/// checked). Both directions count: a timestamp far in the future is as suspect as an old one.
+pub(crate) fn check_fresh(
+    now: UnixMillis,
+    signed_ms: i128,
+    tolerance: Option<Duration>,
+) -> Result<(), VerifyError> {
+    let Some(tol) = tolerance else { return Ok(()) };
+    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
+        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
+    }
+    Ok(())
 }
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {

@@ -4,9 +4,8 @@
 //! `{ts}:{raw body}`, key = the whole notification-destination secret (`pdl_ntfset_…`).
 //! Paddle Classic (RSA `p_signature`) is a different scheme and is not handled here.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -66,15 +65,6 @@ fn parse(value: &str) -> Option<(&str, i64)> {
     ts
 }
 
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 impl Scheme for Paddle {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let value = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
@@ -100,6 +90,7 @@ impl Scheme for Paddle {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     // paddle-node-sdk vector: secret "VALID_SECRET", ts 1698796800, body {"data": ["1", "2"]}.
     const BODY: &[u8] = br#"{"data": ["1", "2"]}"#;

@@ -66,7 +66,7 @@ impl Scheme for SendGrid {
         // Freshness before the (comparatively costly) ECDSA check: stale replays are cheap to drop.
         if let Some(tol) = self.tolerance {
             let secs = parse_secs(ts).ok_or_else(|| VerifyError::Malformed(TS_HEADER.into()))?;
-            check_fresh(secs, input.now.0, tol)?;
+            super::check_fresh(input.now, i128::from(secs) * 1000, Some(tol))?;
         }
         // The timestamp is signed exactly as sent (untrimmed), followed by the raw body.
         let digest = Sha256::new().chain_update(ts.as_bytes()).chain_update(input.body).finalize();
@@ -85,14 +85,6 @@ fn parse_secs(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
-}
-
-fn check_fresh(ts_secs: u64, now_ms: u64, tol: Duration) -> Result<(), VerifyError> {
-    let tol_ms = u64::try_from(tol.as_millis()).unwrap_or(u64::MAX);
-    if ts_secs.saturating_mul(1000).abs_diff(now_ms) > tol_ms {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,9 +2,8 @@
 //!
 //! `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{X-Slack-Request-Timestamp}:{raw body}")>`.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -30,15 +29,6 @@ impl Slack {
         }
         Ok(Self { secrets, tolerance })
     }
-}
-
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
 }
 
 impl Scheme for Slack {
@@ -69,6 +59,7 @@ impl Scheme for Slack {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     // Slack's documented example (python-slack-sdk tests), trimmed to its signing inputs.
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

@@ -5,9 +5,8 @@
 //! HMAC-SHA256>` (key = base64 of the secret after `whsec_`) and `v1a,<base64 Ed25519>` (key =
 //! the `whpk_` public key) entries; any one that matches a configured key is enough.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -137,15 +136,6 @@ fn signatures(value: &str) -> impl Iterator<Item = Sig> {
     })
 }
 
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 impl Scheme for StandardWebhooks {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let h = input.headers;
@@ -208,6 +198,7 @@ impl Scheme for StandardWebhooks {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
     use ed25519_dalek::{Signer as _, SigningKey};
 
     // The fixed sign() vector of the spec's libraries.

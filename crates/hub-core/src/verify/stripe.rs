@@ -3,9 +3,8 @@
 //! `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=…][,v0=…]`, signed content
 //! `{t}.{raw body}`, key = the whole endpoint secret (`whsec_…` included, not decoded).
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -64,15 +63,6 @@ fn parse(value: &str) -> Option<(&str, i64)> {
     t
 }
 
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 impl Scheme for Stripe {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let value = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
@@ -99,6 +89,7 @@ impl Scheme for Stripe {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     // Vector from typeclasses/stripe (secret "secret", t=123, body "hello").
     const SIG: &str = "t=123,v1=f89c0a0e96fa6304a7ebd5ecaf13bc1beb859577cd7cafb7bdbc43c3bc2f6afa";

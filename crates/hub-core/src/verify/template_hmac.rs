@@ -5,9 +5,8 @@
 //! `{method}{url}{body}`, where the header and timestamp are, and how the MAC is written. The
 //! template is parsed once, at load, into parts; a request only feeds those parts to the MAC.
 
-use super::{HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput};
+use super::{HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -236,15 +235,6 @@ fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str>
     head.eq_ignore_ascii_case(prefix).then(|| value.get(prefix.len()..)).flatten()
 }
 
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 /// Keys a MAC, feeds it the content once, then tries each candidate on a clone of it.
 fn any_matches<M: Mac + KeyInit + Clone>(
     key: &[u8],
@@ -309,6 +299,7 @@ impl Scheme for TemplateHmac {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     fn config(template: &str) -> TemplateHmacConfig {
         TemplateHmacConfig {

@@ -4,9 +4,8 @@
 //! The key is the OAuth app's client secret, or the webhook's own secret for site-token webhooks
 //! created after 2025-04-14. Webhooks created in the dashboard are not signed at all.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
-use crate::time::UnixMillis;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -35,16 +34,6 @@ impl Webflow {
     }
 }
 
-/// `signed_ms` is in milliseconds (Webflow's timestamps are).
-fn check_fresh(now: UnixMillis, signed_ms: i128, tolerance: Option<Duration>) -> Result<(), VerifyError> {
-    let Some(tol) = tolerance else { return Ok(()) };
-    // Both directions count: a timestamp far in the future is as suspect as an old one.
-    if (i128::from(now.0) - signed_ms).unsigned_abs() > tol.as_millis() {
-        return Err(VerifyError::Expired { tolerance_secs: tol.as_secs() });
-    }
-    Ok(())
-}
-
 impl Scheme for Webflow {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let h = input.headers;
@@ -70,6 +59,7 @@ impl Scheme for Webflow {
 mod tests {
     use super::*;
     use crate::request::Headers;
+    use crate::time::UnixMillis;
 
     // No published vector with a secret exists (the corpus has the docs' headers, parse-only), so
     // the signature is computed here by the documented recipe, with the docs' timestamp.

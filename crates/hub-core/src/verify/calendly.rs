@@ -2,88 +2,20 @@
 //!
 //! `Calendly-Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`, signed content
 //! `{t}.{raw body}`, key = the webhook signing key given when the subscription was created.
-//! The layout is Stripe's; Calendly's docs even reuse Stripe's sample header.
+//! The layout is Stripe's (Calendly's docs even reuse Stripe's sample header), so it is
+//! Stripe's verifier under Calendly's header.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::stripe::Stripe;
 use crate::secret::Secret;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use std::time::Duration;
 
 const HEADER: &str = "Calendly-Webhook-Signature";
 
-/// Calendly's scheme with the subscription signing keys (several during a rotation).
-#[derive(Debug)]
-pub struct Calendly {
-    secrets: Vec<Secret>,
-    tolerance: Option<Duration>,
-}
+/// The Calendly verifier with the subscription signing keys (several during a rotation).
+pub type Calendly = Stripe;
 
-impl Calendly {
-    /// Calendly's docs use a 3-minute window in their example.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("calendly: at least one signing key is required".into());
-        }
-        // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
-            return Err("calendly: a signing key is empty".into());
-        }
-        Ok(Self { secrets, tolerance })
-    }
-}
-
-/// The header's `key=value` items; `None` for an item without `=`, which makes the header malformed.
-fn items(value: &str) -> impl Iterator<Item = Option<(&str, &str)>> {
-    value.split(',').map(|item| item.split_once('=').map(|(k, v)| (k.trim(), v.trim())))
-}
-
-/// The `v1` signatures that can be read; anything else is skipped so that one odd entry cannot
-/// hide a good one.
-fn v1_signatures(value: &str) -> impl Iterator<Item = [u8; 32]> {
-    items(value).flatten().filter(|(k, _)| *k == "v1").filter_map(|(_, v)| {
-        let mut sig = [0u8; 32];
-        hex::decode_to_slice(v, &mut sig).ok().map(|()| sig)
-    })
-}
-
-/// The timestamp as sent (it is signed verbatim) and its value, when the header is well formed:
-/// every item is `key=value`, exactly one integer `t`, at least one readable `v1`.
-fn parse(value: &str) -> Option<(&str, i64)> {
-    let mut t = None;
-    for item in items(value) {
-        let (k, v) = item?;
-        if k == "t" {
-            if t.is_some() {
-                // Two timestamps: which one was signed is ambiguous, refuse rather than guess.
-                return None;
-            }
-            t = Some((v, v.parse::<i64>().ok()?));
-        }
-    }
-    v1_signatures(value).next()?;
-    t
-}
-
-impl Scheme for Calendly {
-    fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
-        let value = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
-        let (t_raw, t) = parse(value).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
-        check_fresh(input.now, i128::from(t) * 1000, self.tolerance)?;
-        for secret in &self.secrets {
-            let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()) else {
-                continue;
-            };
-            mac.update(t_raw.as_bytes());
-            mac.update(b".");
-            mac.update(input.body);
-            // The body is hashed once per key; each candidate only finalizes a clone.
-            if v1_signatures(value).any(|sig| mac.clone().verify_slice(&sig).is_ok()) {
-                return Ok(());
-            }
-        }
-        Err(VerifyError::Mismatch)
-    }
+pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Calendly, String> {
+    Stripe::with_header(HEADER, secrets, tolerance)
 }
 
 #[cfg(test)]
@@ -91,6 +23,9 @@ mod tests {
     use super::*;
     use crate::request::Headers;
     use crate::time::UnixMillis;
+    use crate::verify::{Scheme, VerifyError, VerifyInput};
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
 
     // No published vector exists (the docs header reuses Stripe's sample with no key), so the
     // signature is computed here by the documented recipe.
@@ -107,7 +42,7 @@ mod tests {
     }
 
     fn calendly(keys: &[&str]) -> Calendly {
-        Calendly::new(keys.iter().map(|s| Secret::new(*s)).collect(), Some(Duration::from_secs(180)))
+        new(keys.iter().map(|s| Secret::new(*s)).collect(), Some(Duration::from_secs(180)))
             .expect("valid config")
     }
 
@@ -153,7 +88,7 @@ mod tests {
 
     #[test]
     fn unusable_secrets_are_refused() {
-        assert!(Calendly::new(vec![], None).is_err());
-        assert!(Calendly::new(vec![Secret::new("")], None).is_err());
+        assert!(new(vec![], None).is_err());
+        assert!(new(vec![Secret::new("")], None).is_err());
     }
 }

@@ -226,7 +226,7 @@ pub const PRESETS: &[Preset] = &[
         FIVE_MIN,
         false,
         Some("calendly-webhook-signature"),
-        |s, t| scheme(super::calendly::Calendly::new(s, t))
+        |s, t| scheme(super::calendly::new(s, t))
     ),
     // Mailchimp cannot sign: its documented advice is a secret in the webhook URL.
     preset!("mailchimp", Form, None, Some(P("$.body.type")), None, false, |s, _| {

@@ -14,20 +14,30 @@ const HEADER: &str = "Stripe-Signature";
 /// Stripe's scheme with the endpoint secrets (several during a rotation).
 #[derive(Debug)]
 pub struct Stripe {
+    header: &'static str,
     secrets: Vec<Secret>,
     tolerance: Option<Duration>,
 }
 
 impl Stripe {
     pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+        Self::with_header(HEADER, secrets, tolerance)
+    }
+
+    /// The same scheme under another header: senders that copied Stripe's layout (Calendly).
+    pub fn with_header(
+        header: &'static str,
+        secrets: Vec<Secret>,
+        tolerance: Option<Duration>,
+    ) -> Result<Self, String> {
         if secrets.is_empty() {
-            return Err("stripe: at least one signing secret is required".into());
+            return Err(format!("{header}: at least one signing secret is required"));
         }
         // An empty HMAC key would let anyone sign.
         if secrets.iter().any(|s| s.expose().is_empty()) {
-            return Err("stripe: a signing secret is empty".into());
+            return Err(format!("{header}: a signing secret is empty"));
         }
-        Ok(Self { secrets, tolerance })
+        Ok(Self { header, secrets, tolerance })
     }
 }
 
@@ -65,8 +75,9 @@ fn parse(value: &str) -> Option<(&str, i64)> {
 
 impl Scheme for Stripe {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
-        let value = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
-        let (t_raw, t) = parse(value).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
+        let header = self.header;
+        let value = input.headers.get(header).ok_or_else(|| VerifyError::Missing(header.into()))?;
+        let (t_raw, t) = parse(value).ok_or_else(|| VerifyError::Malformed(header.into()))?;
         check_fresh(input.now, i128::from(t) * 1000, self.tolerance)?;
         for secret in &self.secrets {
             let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()) else {

@@ -162,3 +162,45 @@ fn hub_verify_prints_the_verdict_and_exits_accordingly() {
     assert_eq!(code, 1);
     assert!(out.starts_with("invalid: missing signature header"), "{out}");
 }
+
+#[tokio::test]
+async fn url_signing_schemes_use_the_forwarded_public_url() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(
+        m.join("twilio.yaml"),
+        format!(
+            "source:\n  id: sms\n  provider: twilio\n  secret: env:LEAD_SECRET\nroutes:\n  - id: note\n    map: {{from: $.body.From, text: $.body.Body}}\n    to: {{url: \"{}\"}}\n",
+            dest.url("/notes")
+        ),
+    )
+    .expect("write");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let body = "Body=Hello+there&From=%2B14155550132&To=%2B14155550100";
+    // What Twilio signs: the URL it was configured with (behind a TLS proxy) + sorted params.
+    let public = "https://hooks.example.com/hooks/sms?src=twilio";
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(format!("{public}BodyHello thereFrom+14155550132To+14155550100").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let client = reqwest::Client::new();
+    let send = |forwarded: bool| {
+        let mut r = client
+            .post(hub.url("/hooks/sms?src=twilio"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", sig.clone())
+            .body(body);
+        if forwarded {
+            r = r.header("x-forwarded-proto", "https").header("x-forwarded-host", "hooks.example.com");
+        }
+        r.send()
+    };
+    assert_eq!(send(false).await.expect("send").status(), 401, "the local URL is not what Twilio signed");
+    assert_eq!(send(true).await.expect("send").status(), 200);
+    let got = dest.wait_for(1, 10).await;
+    assert_eq!(got[0].json(), json!({"from": "+14155550132", "text": "Hello there"}));
+    hub.stop();
+}

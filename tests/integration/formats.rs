@@ -204,3 +204,52 @@ async fn url_signing_schemes_use_the_forwarded_public_url() {
     assert_eq!(got[0].json(), json!({"from": "+14155550132", "text": "Hello there"}));
     hub.stop();
 }
+
+#[tokio::test]
+async fn slack_url_verification_is_answered_after_its_signature_and_not_stored() {
+    use hmac::{KeyInit, Mac};
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(
+        m.join("slack.yaml"),
+        format!(
+            "source:\n  id: slack\n  provider: slack\n  secret: env:LEAD_SECRET\nroutes:\n  - id: any\n    map: {{t: $.event.type}}\n    to: {{url: \"{}\"}}\n",
+            dest.url("/x")
+        ),
+    )
+    .expect("write");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+    let client = reqwest::Client::new();
+    let post = |sig: String| {
+        client
+            .post(hub.url("/hooks/slack"))
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", sig)
+            .body(body)
+            .send()
+    };
+    let r = post(sig).await.expect("send");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v, json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}));
+    assert_eq!(post("v0=00".into()).await.expect("send").status(), 401, "unsigned challenges are refused");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(dest.received().is_empty());
+    hub.stop();
+    let (_, out) = hub_cli(&[
+        "events",
+        "list",
+        "--json",
+        "--store",
+        dir.path().join("hub.redb").to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.trim(), "", "a challenge is not an event");
+}

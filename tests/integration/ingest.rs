@@ -91,7 +91,11 @@ async fn bad_requests_get_json_errors_and_nothing_is_queued() {
     // Unknown source, unknown path, wrong method.
     check(404, "unknown_source")(post("/hooks/nope").body(body.clone()).send().await.expect("send")).await;
     check(404, "not_found")(client.get(hub.url("/elsewhere")).send().await.expect("send")).await;
-    check(405, "method_not_allowed")(client.get(hub.url("/hooks/leads")).send().await.expect("send")).await;
+    check(405, "method_not_allowed")(client.put(hub.url("/hooks/leads")).send().await.expect("send")).await;
+    // Endpoint checks (Mailchimp GETs, Mandrill HEADs the URL before using it) answer 200.
+    assert_eq!(client.get(hub.url("/hooks/leads")).send().await.expect("send").status(), 200);
+    assert_eq!(client.head(hub.url("/hooks/leads")).send().await.expect("send").status(), 200);
+    check(404, "unknown_source")(client.get(hub.url("/hooks/nope")).send().await.expect("send")).await;
     // Over the source's 4096-byte cap.
     let big = vec![b' '; 5000];
     check(413, "payload_too_large")(

@@ -239,7 +239,7 @@ impl ExampleSpec {
             }
             if let Some(j) = &w.json {
                 match serde_json::from_slice::<Value>(&out.body) {
-                    Ok(got) if &got == j => {}
+                    Ok(got) if json_eq(&got, j) => {}
                     Ok(got) => {
                         diffs.push(format!("route `{route}`: json body differs:\n{}", diff_json(j, &got)))
                     }
@@ -254,6 +254,21 @@ impl ExampleSpec {
             }
         }
         diffs
+    }
+}
+
+/// JSON equality where numbers compare by value (`19` equals `19.0`: YAML and arithmetic helpers
+/// may write the same number either way; destinations read them alike).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
     }
 }
 

@@ -87,6 +87,9 @@ pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<
 pub struct Ingested {
     pub event_id: EventId,
     pub duplicate: bool,
+    /// A verified endpoint-ownership challenge (Slack `url_verification`): answer it, store
+    /// nothing.
+    pub challenge: Option<String>,
 }
 
 /// The hub's use cases over its ports.
@@ -104,6 +107,10 @@ impl Hub {
             self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
         let body = admit(source, &req, true)?;
         let id = EventId::generate();
+        if let Some(c) = source.challenge(&body) {
+            info!(source = %source.id, "answered an endpoint verification challenge");
+            return Ok(Ingested { event_id: id, duplicate: false, challenge: Some(c) });
+        }
         let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
         let dedup = source.dedup_key(&env, &req.headers).map(|(k, window)| (k, req.received_at.plus(window)));
         let event = NewEvent {
@@ -121,11 +128,11 @@ impl Hub {
         match self.store.accept(event).await? {
             Acceptance::Accepted(event_id) => {
                 info!(source = %source.id, event = %event_id, "accepted");
-                Ok(Ingested { event_id, duplicate: false })
+                Ok(Ingested { event_id, duplicate: false, challenge: None })
             }
             Acceptance::Duplicate(event_id) => {
                 info!(source = %source.id, event = %event_id, "duplicate, not stored again");
-                Ok(Ingested { event_id, duplicate: true })
+                Ok(Ingested { event_id, duplicate: true, challenge: None })
             }
         }
     }

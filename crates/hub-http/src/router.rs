@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hub_core::error::{ErrorCode, PublicError};
-use hub_core::pipeline::{Hub, IngestError};
+use hub_core::pipeline::{Hub, IngestError, Ingested};
 use hub_core::request::{Headers, RawRequest};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -27,7 +27,12 @@ pub struct AppState {
 /// The HTTP surface, identical in every shell.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/hooks/{source}", post(ingest).fallback(method_not_allowed))
+        // Some senders check an endpoint before they send to it (Mailchimp GETs it, Mandrill
+        // sends HEAD): answer for configured sources, store nothing.
+        .route(
+            "/hooks/{source}",
+            post(ingest).get(endpoint_check).head(endpoint_check).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
@@ -49,6 +54,13 @@ async fn method_not_allowed(method: Method) -> Response {
     ));
     r.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("POST"));
     r
+}
+
+async fn endpoint_check(State(st): State<AppState>, Path(source): Path<String>) -> Response {
+    match st.hub.mappings.source(&source) {
+        Some(_) => Json(json!({"status": "ok", "source": source})).into_response(),
+        None => error_response(&IngestError::UnknownSource(source).public()),
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
@@ -96,6 +108,7 @@ async fn ingest(
         remote_addr: connect.map(|c| c.0.ip().to_string()),
     };
     match st.hub.ingest(&source, req).await {
+        Ok(Ingested { challenge: Some(c), .. }) => Json(json!({"challenge": c})).into_response(),
         Ok(ok) => {
             if !ok.duplicate {
                 st.accepted.notify_one();

@@ -50,6 +50,8 @@ pub const HELPER_NAMES: &[&str] = &[
     "to_number",
     "to_bool",
     "json",
+    "parse_json",
+    "decode_base64",
     "jp",
     "add",
     "subtract",
@@ -75,7 +77,7 @@ pub const HELPER_NAMES: &[&str] = &[
 
 /// Registers all helpers on `hb`. `lookups` are the calling mapping file's tables.
 pub fn register_helpers(hb: &mut Handlebars<'static>, lookups: Lookups) {
-    let simple: [(&'static str, SimpleFn); 22] = [
+    let simple: [(&'static str, SimpleFn); 24] = [
         ("trim", trim),
         ("lower", lower),
         ("upper", upper),
@@ -93,6 +95,8 @@ pub fn register_helpers(hb: &mut Handlebars<'static>, lookups: Lookups) {
         ("to_number", to_number),
         ("to_bool", to_bool),
         ("json", json),
+        ("parse_json", parse_json),
+        ("decode_base64", decode_base64),
         ("add", add),
         ("subtract", subtract),
         ("multiply", multiply),
@@ -239,6 +243,8 @@ const SPECS: &[Spec] = &[
     sp("to_number", 1, 1, &[]),
     sp("to_bool", 1, 1, &[]),
     sp("json", 1, 1, &[]),
+    sp("parse_json", 1, 1, &[]),
+    sp("decode_base64", 1, 1, &[]),
     sp("jp", 1, 1, &["all"]),
     sp("add", 2, 2, &[]),
     sp("subtract", 2, 2, &[]),
@@ -839,6 +845,27 @@ pub fn is_missing_error(e: &RenderError) -> bool {
     }
 }
 
+/// `parse_json s`: the JSON value a string holds (LiqPay `data` after `decode_base64`, Mandrill's
+/// `mandrill_events`), so its fields can be selected: `{{lookup (parse_json body.x) "id"}}`.
+fn parse_json(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    match c.arg(0)? {
+        Json::String(s) => serde_json::from_str(s).map_err(|e| c.fail(format_args!("not JSON: {e}"))),
+        other => Ok(other.clone()),
+    }
+}
+
+/// `decode_base64 s`: standard or URL-safe alphabet, padding optional; the bytes must be UTF-8.
+fn decode_base64(c: &Call<'_, '_>) -> Result<Json, RenderError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let v = c.arg(0)?;
+    let Json::String(s) = v else { return Err(c.fail(format_args!("{v} is not a string"))) };
+    let t = s.trim().trim_end_matches('=');
+    let bytes =
+        STANDARD_NO_PAD.decode(t).or_else(|_| URL_SAFE_NO_PAD.decode(t)).map_err(|_| c.fail("not base64"))?;
+    String::from_utf8(bytes).map(Json::String).map_err(|_| c.fail("decoded bytes are not UTF-8 text"))
+}
+
 fn json(c: &Call<'_, '_>) -> Result<Json, RenderError> {
     Ok(Json::String(c.arg(0)?.to_string()))
 }
@@ -1281,5 +1308,19 @@ mod tests {
         assert_eq!(r("{{round 2.5}}"), "3");
         assert!(render_err("{{divide body.cents body.zero}}", body.clone()).contains("division by zero"));
         assert!(render_err("{{add body.cents \"x\"}}", body.clone()).contains("is not a number"));
+    }
+
+    #[test]
+    fn decoding_helpers() {
+        // LiqPay's `data`: base64 of a JSON document.
+        let body =
+            json!({"data": "eyJvcmRlcl9pZCI6IjQyIiwiYW1vdW50IjoxLjV9", "raw": "{\"a\": [1]}", "bad": "%%"});
+        assert_eq!(
+            render("{{lookup (parse_json (decode_base64 body.data)) \"order_id\"}}", body.clone()),
+            "42"
+        );
+        assert_eq!(render("{{json (parse_json body.raw)}}", body.clone()), r#"{"a":[1]}"#);
+        assert!(render_err("{{decode_base64 body.bad}}", body.clone()).contains("not base64"));
+        assert!(render_err("{{parse_json body.bad}}", body).contains("not JSON"));
     }
 }

@@ -156,6 +156,8 @@ pub struct CompiledSource {
     pub public_url: Option<String>,
     pub ip_allow: Option<token::IpAllowList>,
     pub body_limits: crate::body::BodyLimits,
+    /// `$.body.type` value of an endpoint-ownership challenge (from the provider preset).
+    pub challenge_type: Option<&'static str>,
     pub max_body_bytes: usize,
     pub routes: Vec<CompiledRoute>,
     templates: Templates,
@@ -204,6 +206,12 @@ impl CompiledSource {
         let (h, window) = self.replay.as_ref()?;
         // Twice the tolerance: a signature is accepted up to `tolerance` either side of now.
         headers.get(h).filter(|v| !v.is_empty()).map(|v| (format!("sig:{v}"), *window * 2))
+    }
+
+    /// The challenge to echo when `body` is an endpoint-ownership check for this source.
+    pub fn challenge(&self, body: &Value) -> Option<String> {
+        let t = self.challenge_type?;
+        (body.get("type")?.as_str()? == t).then(|| body.get("challenge")?.as_str().map(str::to_string))?
     }
 
     /// The envelope of a request to this source, with `event.type` filled in.
@@ -561,6 +569,7 @@ pub fn compile_file(
             public_url,
             ip_allow,
             body_limits,
+            challenge_type: preset.and_then(|p| p.challenge_type()),
             max_body_bytes,
             routes,
             templates,

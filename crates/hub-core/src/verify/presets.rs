@@ -44,6 +44,12 @@ impl std::fmt::Debug for Preset {
 }
 
 impl Preset {
+    /// A verified request whose `$.body.type` is this is an endpoint-ownership challenge: the
+    /// hub answers `{"challenge": $.body.challenge}` and stores nothing (Slack's Events API).
+    pub fn challenge_type(&self) -> Option<&'static str> {
+        (self.name == "slack").then_some("url_verification")
+    }
+
     /// The verifier with these secrets (several during a rotation) and tolerance (`None`:
     /// freshness not checked).
     pub fn verifier(&self, secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Verifier, String> {
@@ -158,7 +164,9 @@ pub const PRESETS: &[Preset] = &[
     preset!(
         "mailgun",
         Auto,
-        Some(P("$.body['event-data'].id")),
+        // The signed token, not the event id: the signature covers timestamp + token only, so
+        // remembering the token is what stops a captured signature carrying a forged event.
+        Some(P("$.body.signature.token")),
         Some(P("$.body['event-data'].event")),
         FIVE_MIN,
         false,

@@ -52,11 +52,14 @@ async fn kill_9_under_load_loses_no_acknowledged_webhook() {
     let client = reqwest::Client::new();
     let url = hub.url("/hooks/leads");
 
-    // 8 senders post as fast as they can; the hub is killed while they do.
+    // 8 senders post as fast as they can; the hub is killed while they do, once a meaningful
+    // number of webhooks was acknowledged (however slow the machine is).
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for s in 0..8 {
         let client = client.clone();
         let url = url.clone();
+        let count = count.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..200 {
@@ -77,6 +80,7 @@ async fn kill_9_under_load_loses_no_acknowledged_webhook() {
                             Err(_) => break,
                         };
                         acked.push(v["event_id"].as_str().unwrap_or_default().to_string());
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     _ => break,
                 }
@@ -84,7 +88,12 @@ async fn kill_9_under_load_loses_no_acknowledged_webhook() {
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = std::time::Instant::now();
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 100
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     hub.kill9();
     let mut acked = HashSet::new();
     for t in tasks {

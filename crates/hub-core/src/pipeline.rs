@@ -72,11 +72,10 @@ pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<
     if req.body.len() > source.max_body_bytes {
         return Err(IngestError::TooLarge { size: req.body.len(), limit: source.max_body_bytes });
     }
-    if let Some(ips) = &source.ip_allow {
-        let input = source.verify_input(req, req.received_at);
-        crate::verify::Scheme::verify(ips, &input)?;
-    }
     if verify {
+        if let Some(ips) = &source.ip_allow {
+            ips.verify_with(req, None, req.received_at)?;
+        }
         let url = source.public_url_of(req);
         source.verifier.verify_with(req, url.as_deref(), req.received_at)?;
     }

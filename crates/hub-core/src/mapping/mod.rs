@@ -154,7 +154,8 @@ pub struct CompiledSource {
     /// Signature header remembered for the tolerance window when there is no dedup key.
     pub replay: Option<(String, Duration)>,
     pub public_url: Option<String>,
-    pub ip_allow: Option<token::IpAllowList>,
+    /// Source networks allowed to post (checked before the signature).
+    pub ip_allow: Option<Verifier>,
     pub body_limits: crate::body::BodyLimits,
     /// `$.body.type` value of an endpoint-ownership challenge (from the provider preset).
     pub challenge_type: Option<&'static str>,
@@ -247,18 +248,6 @@ impl CompiledSource {
         };
         let scheme = first("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
         Some(format!("{scheme}://{host}{}{query}", req.path))
-    }
-
-    /// What a scheme sees of `req`.
-    pub fn verify_input<'a>(&self, req: &'a RawRequest, now: UnixMillis) -> crate::verify::VerifyInput<'a> {
-        crate::verify::VerifyInput {
-            method: &req.method,
-            url: None,
-            headers: &req.headers,
-            body: &req.body,
-            now,
-            remote_ip: req.remote_addr.as_deref().and_then(|a| a.parse().ok()),
-        }
     }
 
     /// Evaluates every route's `when` and renders the ones that fire, in file order. A route
@@ -525,7 +514,10 @@ pub fn compile_file(
         }
     });
     let ip_allow = src.ip_allow.as_ref().and_then(|l| {
-        token::IpAllowList::new(l.value.iter()).map_err(|e| diags.push(fx.at(Loc::of(l), e))).ok()
+        token::IpAllowList::new(l.value.iter())
+            .map(|list| Verifier::Scheme(Arc::new(list)))
+            .map_err(|e| diags.push(fx.at(Loc::of(l), e)))
+            .ok()
     });
     let format = src.format.or(preset.map(|p| p.format)).unwrap_or_default();
     let body_limits = src.body_limits.unwrap_or_default();

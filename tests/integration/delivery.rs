@@ -134,3 +134,36 @@ async fn events_and_replay_work_while_the_server_holds_the_store() {
     assert_eq!(shown["status"], "delivered");
     hub.stop();
 }
+
+#[tokio::test]
+async fn a_secret_destination_url_is_used_to_send_but_never_stored() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(
+        m.join("alert.yaml"),
+        "source:\n  id: alert\nroutes:\n  - id: slack\n    map: {text: \"{{body.msg}}\"}\n    to: {url: env:SLACK_WEBHOOK_URL}\n",
+    )
+    .expect("write");
+    let secret_url = dest.url("/services/T000/B000/very-secret");
+    let hub = Hub::start_with_env(&m, &dir.path().join("hub.redb"), &[("SLACK_WEBHOOK_URL", &secret_url)]);
+    let client = reqwest::Client::new();
+    let ack: serde_json::Value = client
+        .post(hub.url("/hooks/alert"))
+        .header("content-type", "application/json")
+        .body(r#"{"msg": "hi"}"#)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("ack");
+    let got = dest.wait_for(1, 10).await;
+    assert_eq!(got[0].path, "/services/T000/B000/very-secret");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    hub.stop();
+    let (_, out) =
+        hub_cli(&["events", "show", ack["event_id"].as_str().expect("id"), "--store", &store_arg(&dir)]);
+    assert!(out.contains("env:SLACK_WEBHOOK_URL") && !out.contains("very-secret"), "{out}");
+}

@@ -120,6 +120,11 @@ pub fn hub_bin() -> &'static str {
 impl Hub {
     /// Starts `hub serve` on a free port with `mappings` and `store`.
     pub fn start(mappings: &Path, store: &Path) -> Hub {
+        Self::start_with_env(mappings, store, &[])
+    }
+
+    /// Like [`Hub::start`], with extra environment variables (secrets).
+    pub fn start_with_env(mappings: &Path, store: &Path, env: &[(&str, &str)]) -> Hub {
         let mut child = Command::new(hub_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-net", "127.0.0.0/8", "--store"])
             .arg(store)
@@ -128,6 +133,7 @@ impl Hub {
             .env("LEAD_SECRET", SECRET)
             .env("CRM_TOKEN", "crm-token-123")
             .env("HUB_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

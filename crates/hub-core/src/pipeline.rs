@@ -193,9 +193,11 @@ impl Hub {
             });
             return self.store.save_attempt(id, d).await;
         };
+        // Credentials (auth, a secret URL) are added here, never stored with the request.
         if let Some(auth) = &route.auth {
             request.headers.push(auth.header());
         }
+        request.url = route.send_url(&request.url);
         let started = self.clock.now();
         let outcome = self.forwarder.send(&request, route.retry.timeout).await;
         let now = self.clock.now();

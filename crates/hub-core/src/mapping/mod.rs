@@ -132,6 +132,12 @@ pub struct CompiledRoute {
 enum UrlPlan {
     Fixed(String),
     Template(TemplateRef),
+    /// A URL that is itself a credential (a Slack incoming-webhook URL): stored and shown as its
+    /// reference (`env:NAME`), put in only at send time.
+    Secret {
+        reference: String,
+        value: Secret,
+    },
 }
 
 #[derive(Debug)]
@@ -311,6 +317,7 @@ impl CompiledSource {
         let url = match &r.url {
             UrlPlan::Fixed(u) => u.clone(),
             UrlPlan::Template(t) => self.templates.render(t, env).map_err(tpl_err)?,
+            UrlPlan::Secret { reference, .. } => reference.clone(),
         };
         let (content_type, body) = match &r.body {
             BodyPlan::Map(m) => {
@@ -790,8 +797,28 @@ fn compile_route(
     }
 
     let url_text = to.url.value.trim();
-    let url = if !(url_text.starts_with("https://") || url_text.starts_with("http://")) {
-        diags.push(fx.at(Loc::of(&to.url), format!("url `{url_text}` must start with https:// or http://")));
+    let url = if url_text.starts_with("env:") {
+        secret(&to.url, fx, secrets)
+            .and_then(|value| {
+                let v = value.expose();
+                if value.is_placeholder() || v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(UrlPlan::Secret { reference: url_text.to_string(), value })
+                } else {
+                    Err(fx.at(
+                        Loc::of(&to.url),
+                        format!("`{url_text}` must hold a URL starting with https:// or http://"),
+                    ))
+                }
+            })
+            .map_err(|d| diags.push(d))
+            .ok()
+    } else if !(url_text.starts_with("https://") || url_text.starts_with("http://")) {
+        diags.push(fx.at(
+            Loc::of(&to.url),
+            format!(
+                "url `{url_text}` must start with https:// or http:// (or be a secret reference `env:NAME`)"
+            ),
+        ));
         None
     } else if template::is_template(url_text) {
         ts.compile(url_text, Escape::Url)
@@ -922,6 +949,15 @@ fn compile_retry(rs: &Spanned<spec::RetrySpec>, fx: &FileCtx) -> Result<RetryPol
 }
 
 impl CompiledRoute {
+    /// The URL to send to: a stored secret reference becomes the secret's value; any other URL
+    /// is sent as rendered.
+    pub fn send_url(&self, stored: &str) -> String {
+        match &self.url {
+            UrlPlan::Secret { reference, value } if reference == stored => value.expose().to_string(),
+            _ => stored.to_string(),
+        }
+    }
+
     /// The route's auth header, shown redacted (for dry runs).
     pub fn redacted_auth_header(&self) -> Option<(String, String)> {
         self.auth.as_ref().map(|a| {

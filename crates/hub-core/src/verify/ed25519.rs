@@ -2,7 +2,7 @@
 //! `{timestamp}{body}` in `X-Signature-Ed25519` (hex), timestamp in `X-Signature-Timestamp`.
 //! <https://discord.com/developers/docs/interactions/overview#setting-up-an-endpoint-validating-security-request-headers>
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -146,15 +146,6 @@ impl Scheme for Ed25519 {
             Err(VerifyError::Mismatch)
         }
     }
-}
-
-/// Unix seconds: ASCII digits only, within u64.
-fn parse_secs(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! The MAC does not cover the event itself; Mailgun relies on the timestamp (checked here) and on
 //! receivers refusing a token seen before (not done here: that needs state).
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -110,14 +110,6 @@ fn extract_form(body: &[u8]) -> Result<Triple, VerifyError> {
         token: token.ok_or_else(|| VerifyError::Missing("token".into()))?,
         signature: signature.ok_or_else(|| VerifyError::Missing("signature".into()))?,
     })
-}
-
-/// Unix seconds: ASCII digits only (no sign, no spaces), within u64.
-fn parse_secs(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 #[cfg(test)]

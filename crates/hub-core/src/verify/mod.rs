@@ -187,6 +187,15 @@ impl Verifier {
     }
 }
 
+/// Unix seconds as senders write them: ASCII digits only, within u64.
+pub(crate) fn parse_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// Whether a signed timestamp is within `tolerance` of the verifier's clock (`None`: not
 /// checked). Both directions count: a timestamp far in the future is as suspect as an old one.
 pub(crate) fn check_fresh(

@@ -2,7 +2,7 @@
 //! DER signature in base64, verified with the public verification key.
 //! <https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook-security-features>
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use base64::Engine as _;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -76,15 +76,6 @@ impl Scheme for SendGrid {
             Err(VerifyError::Mismatch)
         }
     }
-}
-
-/// Unix seconds: ASCII digits only, within u64.
-fn parse_secs(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! HTTP routes: `POST /hooks/{source}` to ingest, `GET /healthz`; every error is JSON with a
 //! stable code.
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hub_core::error::{ErrorCode, PublicError};
+use hub_core::ids::EventId;
 use hub_core::pipeline::{Hub, IngestError, Ingested};
 use hub_core::request::{Headers, RawRequest};
 use serde_json::json;
@@ -135,20 +136,28 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/admin/events", get(admin_list))
         .route("/admin/events/{id}", get(admin_show))
         .route("/admin/events/{id}/replay", post(admin_replay))
+        .route_layer(axum::middleware::from_fn(loopback_only))
         .with_state(state)
 }
 
-/// The refusal for a request that did not come over loopback, if it did not.
-fn refuse_non_loopback(parts: &axum::http::request::Parts) -> Option<Response> {
-    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ci) if ci.0.ip().is_loopback() => None,
-        _ => Some((StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "admin routes answer loopback connections only"}}))).into_response()),
+/// Refuses requests that did not come over a loopback connection.
+async fn loopback_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ci) if ci.0.ip().is_loopback() => next.run(request).await,
+        _ => error_response(&PublicError::new(
+            ErrorCode::Forbidden,
+            "admin routes answer loopback connections only",
+        )),
     }
 }
 
 fn store_failure(e: &hub_core::ports::StoreError) -> Response {
     error!(error = %e, "admin request failed");
     error_response(&PublicError::new(ErrorCode::StoreUnavailable, "the store could not be read"))
+}
+
+fn no_event(id: &EventId) -> Response {
+    error_response(&PublicError::new(ErrorCode::NotFound, format!("no event {id}")))
 }
 
 #[derive(serde::Deserialize)]
@@ -158,15 +167,7 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-async fn admin_list(State(st): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
-    if let Some(r) = refuse_non_loopback(&parts) {
-        return r;
-    }
-    let params: ListParams = match serde_urlencoded_query(parts.uri.query()) {
-        Ok(p) => p,
-        Err(msg) => return error_response(&PublicError::new(ErrorCode::InvalidBody, msg)),
-    };
+async fn admin_list(State(st): State<AppState>, Query(params): Query<ListParams>) -> Response {
     let q = hub_core::ports::EventQuery {
         source: params.source.map(hub_core::ids::SourceId::new),
         status: params.status,
@@ -179,63 +180,44 @@ async fn admin_list(State(st): State<AppState>, request: axum::extract::Request)
     }
 }
 
-fn serde_urlencoded_query(q: Option<&str>) -> Result<ListParams, String> {
-    let pairs = form_pairs(q.unwrap_or(""));
-    serde_json::from_value(serde_json::Value::Object(pairs)).map_err(|e| format!("bad query: {e}"))
-}
-
-fn form_pairs(q: &str) -> serde_json::Map<String, serde_json::Value> {
-    let v = hub_core::body::parse_form(q.as_bytes());
-    let mut m = v.as_object().cloned().unwrap_or_default();
-    if let Some(l) = m.get("limit").and_then(|l| l.as_str()).and_then(|l| l.parse::<usize>().ok()) {
-        m.insert("limit".into(), json!(l));
-    }
-    m
+#[derive(serde::Deserialize)]
+struct ShowParams {
+    #[serde(default)]
+    body: bool,
 }
 
 async fn admin_show(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    request: axum::extract::Request,
+    Query(p): Query<ShowParams>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    if let Some(r) = refuse_non_loopback(&parts) {
-        return r;
-    }
-    let id = hub_core::ids::EventId::new(id);
-    let with_body = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "body=true"));
+    let id = EventId::new(id);
     match st.hub.store.event(&id).await {
         Ok(Some(ev)) => {
             let mut v = serde_json::to_value(&ev).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.insert("status".into(), json!(ev.status()));
-                if with_body && let Ok(Some(b)) = st.hub.store.body(&id).await {
+                if p.body
+                    && let Ok(Some(b)) = st.hub.store.body(&id).await
+                {
                     o.insert("body".into(), json!(String::from_utf8_lossy(&b)));
                 }
             }
             Json(v).into_response()
         }
-        Ok(None) => error_response(&PublicError::new(ErrorCode::NotFound, format!("no event {id}"))),
+        Ok(None) => no_event(&id),
         Err(e) => store_failure(&e),
     }
 }
 
-async fn admin_replay(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    request: axum::extract::Request,
-) -> Response {
-    let (parts, _) = request.into_parts();
-    if let Some(r) = refuse_non_loopback(&parts) {
-        return r;
-    }
-    let id = hub_core::ids::EventId::new(id);
+async fn admin_replay(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = EventId::new(id);
     match st.hub.store.requeue(&id, st.hub.clock.now()).await {
         Ok(true) => {
             st.accepted.notify_one();
             Json(json!({"status": "queued", "event_id": id})).into_response()
         }
-        Ok(false) => error_response(&PublicError::new(ErrorCode::NotFound, format!("no event {id}"))),
+        Ok(false) => no_event(&id),
         Err(e) => store_failure(&e),
     }
 }

@@ -4,9 +4,8 @@
 //!
 //! The signature has no timestamp, so there is no freshness check.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, decode_base64};
 use crate::secret::Secret;
-use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use std::borrow::Cow;
@@ -33,7 +32,7 @@ impl Mandrill {
 impl Scheme for Mandrill {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let header = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
-        let provided = decode_b64(header.trim()).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
+        let provided = decode_base64(header.trim()).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
         // The URL exactly as configured in Mandrill (userinfo included when it has one).
         let url = input.url.ok_or(VerifyError::NoUrl)?;
 
@@ -61,13 +60,6 @@ impl Scheme for Mandrill {
         });
         if ok { Ok(()) } else { Err(VerifyError::Mismatch) }
     }
-}
-
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let e = &base64::engine::general_purpose::STANDARD;
-    e.decode(s)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok())
 }
 
 #[cfg(test)]

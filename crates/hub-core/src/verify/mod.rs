@@ -210,20 +210,22 @@ pub(crate) fn check_fresh(
     Ok(())
 }
 
-fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+/// `value` without `prefix`, matched ignoring ASCII case (`sha256=`, `v1=`).
+pub(crate) fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| value.get(prefix.len()..)).flatten()
+}
+
+/// Standard-alphabet base64, with or without padding (senders differ).
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    STANDARD.decode(s).ok().or_else(|| STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok())
 }
 
 fn decode(encoding: SigEncoding, s: &str) -> Option<Vec<u8>> {
     match encoding {
         SigEncoding::Hex => hex::decode(s).ok(),
-        SigEncoding::Base64 => {
-            let e = &base64::engine::general_purpose::STANDARD;
-            e.decode(s).ok().or_else(|| {
-                base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok()
-            })
-        }
+        SigEncoding::Base64 => decode_base64(s),
     }
 }
 

@@ -5,7 +5,9 @@
 //! `{method}{url}{body}`, where the header and timestamp are, and how the MAC is written. The
 //! template is parsed once, at load, into parts; a request only feeds those parts to the MAC.
 
-use super::{HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput, check_fresh};
+use super::{
+    HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput, check_fresh, strip_prefix_ignore_case,
+};
 use crate::secret::Secret;
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
@@ -228,11 +230,6 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
     literal.push_str(rest);
     flush(&mut literal, &mut parts);
     Ok(parts)
-}
-
-fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
-    let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| value.get(prefix.len()..)).flatten()
 }
 
 /// Keys a MAC, feeds it the content once, then tries each candidate on a clone of it.

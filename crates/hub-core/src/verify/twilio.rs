@@ -5,9 +5,8 @@
 //! JSON bodies: the URL carries `bodySHA256=<hex sha256(body)>`, which must match the body, and
 //! the signature covers the URL alone. The signature has no timestamp, so there is no freshness.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{Scheme, VerifyError, VerifyInput, decode_base64};
 use crate::secret::Secret;
-use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -37,7 +36,7 @@ impl Twilio {
 impl Scheme for Twilio {
     fn verify(&self, input: &VerifyInput<'_>) -> Result<(), VerifyError> {
         let header = input.headers.get(HEADER).ok_or_else(|| VerifyError::Missing(HEADER.into()))?;
-        let provided = decode_b64(header.trim()).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
+        let provided = decode_base64(header.trim()).ok_or_else(|| VerifyError::Malformed(HEADER.into()))?;
         let url = input.url.ok_or(VerifyError::NoUrl)?;
 
         // Which content follows the URL: nothing for JSON bodies (the body is bound through the
@@ -73,13 +72,6 @@ impl Scheme for Twilio {
         });
         if ok { Ok(()) } else { Err(VerifyError::Mismatch) }
     }
-}
-
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let e = &base64::engine::general_purpose::STANDARD;
-    e.decode(s)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok())
 }
 
 /// The `bodySHA256` query parameter of `url`, if any.

@@ -8,7 +8,7 @@ use hub_core::secret::{EnvSecrets, Secret, SecretRef, SecretSource};
 use hub_core::time::SystemClock;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
 use hub_http::router::{AppState, admin_router, router};
-use hub_http::worker::Worker;
+use hub_http::worker::{WakeQueue, Worker};
 use hub_store_redb::RedbStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub struct ServeConfig {
 }
 
 /// Loads mappings (secrets from the environment; any problem fails the start), opens the store.
-pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
+pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>) -> Result<Arc<Hub>> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
@@ -45,12 +45,13 @@ pub fn build_hub(cfg: &ServeConfig) -> Result<Arc<Hub>> {
     for s in set.sources.values() {
         info!(source = %s.id, routes = s.routes.len(), file = %s.file, "source loaded");
     }
-    Ok(Arc::new(Hub {
-        mappings: Arc::new(set),
-        store: Arc::new(store),
-        forwarder: Arc::new(forwarder),
-        clock: Arc::new(SystemClock),
-    }))
+    Ok(Arc::new(Hub::new(
+        Arc::new(set),
+        Arc::new(store),
+        Arc::new(forwarder),
+        Arc::new(SystemClock),
+        Arc::new(WakeQueue(wake)),
+    )))
 }
 
 /// `--dev`: environment first, then a placeholder, with one warning per unset reference.
@@ -70,14 +71,14 @@ impl SecretSource for DevSecrets {
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
-    let hub = build_hub(&cfg)?;
     let wake = Arc::new(Notify::new());
-    let state = AppState { hub: hub.clone(), accepted: wake.clone() };
+    let hub = build_hub(&cfg, wake.clone())?;
+    let state = AppState { hub: hub.clone() };
     let app = router(state.clone()).merge(admin_router(state));
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, store = %cfg.store.display(), sources = hub.mappings.sources.len(), "hub listening");
+    info!(%addr, store = %cfg.store.display(), sources = hub.mappings().sources.len(), "hub listening");
     // Printed for scripts and tests that start on port 0.
     println!("listening on http://{addr}");
 

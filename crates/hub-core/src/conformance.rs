@@ -59,6 +59,8 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
     requeue_replays_and_unknown_is_false(&fresh()).await;
     list_is_newest_first_with_filters(&fresh()).await;
     purge_forgets_expired_dedup_keys(&fresh()).await;
+    jobs_that_ran_already_change_nothing(&fresh()).await;
+    large_bodies_round_trip(&fresh()).await;
 }
 
 pub async fn accept_stores_event_body_and_queues_dispatch<S: Store>(s: &S) {
@@ -217,4 +219,54 @@ pub async fn purge_forgets_expired_dedup_keys<S: Store>(s: &S) {
         s.accept(new_event("src", Some("new"), 100_001)).await.unwrap(),
         Acceptance::Duplicate(_)
     ));
+}
+
+pub async fn jobs_that_ran_already_change_nothing<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let mut d = delivery("a", 1_000);
+    assert!(s.save_dispatch(&id, vec![d.clone()], None, UnixMillis(1_000)).await.unwrap());
+    let again = s.save_dispatch(&id, vec![delivery("a", 1_001)], None, UnixMillis(1_001)).await.unwrap();
+    assert!(!again, "a second run of the same dispatch is ignored");
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!((rec.dispatches, rec.deliveries.len()), (1, 1));
+    d.attempts = 1;
+    d.status = DeliveryStatus::Delivered;
+    d.next_attempt_at = None;
+    d.last_status = Some(200);
+    assert!(s.save_attempt(&id, d.clone()).await.unwrap());
+    let mut late = d.clone();
+    late.attempts = 2;
+    late.status = DeliveryStatus::Dead;
+    late.last_error = Some("a late duplicate run".into());
+    assert!(!s.save_attempt(&id, late).await.unwrap(), "a final delivery is not overwritten");
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0], d);
+    assert_eq!(rec.status(), EventStatus::Delivered);
+    assert!(s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap().is_empty());
+    // A dispatch for an event that does not exist changes nothing either.
+    assert!(!s.save_dispatch(&EventId::new("evt_nope"), vec![], None, UnixMillis(1)).await.unwrap());
+}
+
+/// Bodies and rendered requests far larger than a database item (DynamoDB: 400 KB) round-trip.
+pub async fn large_bodies_round_trip<S: Store>(s: &S) {
+    let mut ev = new_event("src", None, 1_000);
+    let body: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    ev.body = Bytes::from(body.clone());
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    assert_eq!(s.body(&id).await.unwrap().as_deref(), Some(&body[..]));
+    assert_eq!(s.event(&id).await.unwrap().unwrap().body_len, 1_500_000);
+    let mut d = delivery("a", 1_000);
+    let big = "x".repeat(600_000);
+    if let Some(r) = d.request.as_mut() {
+        r.body = Bytes::from(format!("{{\"blob\":\"{big}\"}}"));
+    }
+    let many: Vec<_> = std::iter::once(d.clone()).chain((0..150).map(|_| delivery("b", 1_000))).collect();
+    assert!(s.save_dispatch(&id, many, None, UnixMillis(1_000)).await.unwrap());
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries.len(), 151, "a fan-out of many deliveries is kept whole");
+    assert_eq!(rec.deliveries[0], d, "deliveries keep their order and content");
+    assert_eq!(s.due_jobs(UnixMillis(1_000), 1_000).await.unwrap().len(), 151);
 }

@@ -2,17 +2,22 @@
 //!
 //! Shells call these and nothing else: the HTTP surface calls [`Hub::ingest`]; the local worker
 //! and the SQS consumer both feed jobs to [`Hub::run_job`].
+//!
+//! The store is the record of what is due; the [`Queue`] is only the fast path to whoever runs
+//! jobs. Jobs may run twice (queues deliver at least once): the store ignores a second dispatch
+//! of the same event and a second outcome for a delivery already final.
 
 use crate::body::{BodyError, parse_body};
 use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId};
 use crate::mapping::{CompiledSource, MappingSet};
-use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Store, StoreError};
+use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Queue, Store, StoreError};
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
 use crate::time::{Clock, UnixMillis};
 use crate::verify::VerifyError;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
@@ -91,19 +96,82 @@ pub struct Ingested {
     pub challenge: Option<String>,
 }
 
+/// What a job left to do, for the shell that feeds jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Finished, or nothing to do (the job had run already).
+    Done,
+    /// The delivery failed and is due again at this time.
+    RetryAt(UnixMillis),
+    /// The delivery failed and its retries are exhausted: it is dead.
+    Exhausted,
+}
+
+/// How a shell runs a job.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The queue will not hand this job over again: a failed attempt is the last one.
+    pub last_chance: bool,
+    /// Said in the record of a delivery whose retries ran out (e.g. where its message went).
+    pub dead_letter_note: Option<String>,
+}
+
 /// The hub's use cases over its ports.
 pub struct Hub {
-    pub mappings: Arc<MappingSet>,
+    mappings: ArcSwap<MappingSet>,
     pub store: Arc<dyn Store>,
     pub forwarder: Arc<dyn Forwarder>,
     pub clock: Arc<dyn Clock>,
+    pub queue: Arc<dyn Queue>,
 }
 
 impl Hub {
+    pub fn new(
+        mappings: Arc<MappingSet>,
+        store: Arc<dyn Store>,
+        forwarder: Arc<dyn Forwarder>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<dyn Queue>,
+    ) -> Self {
+        Self { mappings: ArcSwap::new(mappings), store, forwarder, clock, queue }
+    }
+
+    /// The mapping set in force; a request holds on to one set from start to end.
+    pub fn mappings(&self) -> Arc<MappingSet> {
+        self.mappings.load_full()
+    }
+
+    /// Puts a newly loaded mapping set in force for requests and jobs that start from now on.
+    pub fn set_mappings(&self, set: Arc<MappingSet>) {
+        self.mappings.store(set);
+    }
+
+    /// Hands jobs to the queue; a failure only delays them (the store still has them due).
+    async fn enqueue(&self, jobs: &[(Job, UnixMillis)]) {
+        if jobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.enqueue(jobs, self.clock.now()).await {
+            warn!(error = %e, jobs = jobs.len(), "enqueue failed; the jobs run when overdue jobs are swept");
+        }
+    }
+
+    /// Replays an event: its routes are evaluated again and new deliveries made. `false` when
+    /// there is no such event.
+    pub async fn replay(&self, id: &EventId) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let found = self.store.requeue(id, now).await?;
+        if found {
+            self.enqueue(&[(Job::Dispatch(id.clone()), now)]).await;
+        }
+        Ok(found)
+    }
+
     /// Accepts one webhook: on `Ok` the raw request is durably stored and its dispatch queued.
     pub async fn ingest(&self, source_id: &str, req: RawRequest) -> Result<Ingested, IngestError> {
+        let mappings = self.mappings();
         let source =
-            self.mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
+            mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
         let body = admit(source, &req, true)?;
         let id = EventId::generate();
         if let Some(c) = source.challenge(&body) {
@@ -112,6 +180,7 @@ impl Hub {
         }
         let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
         let dedup = source.dedup_key(&env, &req.headers).map(|(k, window)| (k, req.received_at.plus(window)));
+        let received_at = req.received_at;
         let event = NewEvent {
             id,
             source: source.id.clone(),
@@ -127,6 +196,7 @@ impl Hub {
         match self.store.accept(event).await? {
             Acceptance::Accepted(event_id) => {
                 info!(source = %source.id, event = %event_id, "accepted");
+                self.enqueue(&[(Job::Dispatch(event_id.clone()), received_at)]).await;
                 Ok(Ingested { event_id, duplicate: false, challenge: None })
             }
             Acceptance::Duplicate(event_id) => {
@@ -138,10 +208,14 @@ impl Hub {
 
     /// Runs one job to completion and records its outcome. Errors are store errors only: the
     /// job stays queued and is retried by whoever feeds jobs.
-    pub async fn run_job(&self, job: &Job) -> Result<(), StoreError> {
+    pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, StoreError> {
+        self.run_job_with(job, &RunOptions::default()).await
+    }
+
+    pub async fn run_job_with(&self, job: &Job, opts: &RunOptions) -> Result<JobOutcome, StoreError> {
         match job {
-            Job::Dispatch(id) => self.dispatch(id).await,
-            Job::Attempt(id, d) => self.attempt(id, d).await,
+            Job::Dispatch(id) => self.dispatch(id).await.map(|()| JobOutcome::Done),
+            Job::Attempt(id, d) => self.attempt(id, d, opts).await,
         }
     }
 
@@ -149,19 +223,23 @@ impl Hub {
         let now = self.clock.now();
         let (Some(ev), Some(body)) = (self.store.event(id).await?, self.store.body(id).await?) else {
             warn!(event = %id, "dispatch of an unknown event dropped");
-            return self.store.save_dispatch(id, Vec::new(), Some("event not found".into()), now).await;
+            self.store.save_dispatch(id, Vec::new(), Some("event not found".into()), now).await?;
+            return Ok(());
         };
-        let Some(source) = self.mappings.source(ev.source.as_str()) else {
+        let mappings = self.mappings();
+        let Some(source) = mappings.source(ev.source.as_str()) else {
             let msg = format!("source `{}` is not configured any more", ev.source);
             warn!(event = %id, "{msg}");
-            return self.store.save_dispatch(id, Vec::new(), Some(msg), now).await;
+            self.store.save_dispatch(id, Vec::new(), Some(msg), now).await?;
+            return Ok(());
         };
         let req = raw_request(&ev, body);
         let parsed = match admit(source, &req, false) {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("body no longer parses for this source: {e}");
-                return self.store.save_dispatch(id, Vec::new(), Some(msg), now).await;
+                self.store.save_dispatch(id, Vec::new(), Some(msg), now).await?;
+                return Ok(());
             }
         };
         let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
@@ -170,18 +248,38 @@ impl Hub {
             .into_iter()
             .map(|r| new_delivery(r.route, r.result.map_err(|e| e.0), now))
             .collect::<Vec<_>>();
-        info!(event = %id, fired = deliveries.len(), "dispatched");
-        self.store.save_dispatch(id, deliveries, None, now).await
+        let jobs: Vec<(Job, UnixMillis)> = deliveries
+            .iter()
+            .filter(|d| !d.status.is_final())
+            .map(|d| (Job::Attempt(id.clone(), d.id.clone()), d.next_attempt_at.unwrap_or(now)))
+            .collect();
+        let fired = deliveries.len();
+        if self.store.save_dispatch(id, deliveries, None, now).await? {
+            info!(event = %id, fired, "dispatched");
+            self.enqueue(&jobs).await;
+        } else {
+            info!(event = %id, "dispatched already; this run changed nothing");
+        }
+        Ok(())
     }
 
-    async fn attempt(&self, id: &EventId, did: &DeliveryId) -> Result<(), StoreError> {
-        let Some(ev) = self.store.event(id).await? else { return Ok(()) };
-        let Some(mut d) = ev.deliveries.iter().find(|d| &d.id == did).cloned() else { return Ok(()) };
+    async fn attempt(
+        &self,
+        id: &EventId,
+        did: &DeliveryId,
+        opts: &RunOptions,
+    ) -> Result<JobOutcome, StoreError> {
+        let Some(ev) = self.store.event(id).await? else { return Ok(JobOutcome::Done) };
+        let Some(mut d) = ev.deliveries.iter().find(|d| &d.id == did).cloned() else {
+            return Ok(JobOutcome::Done);
+        };
         if d.status.is_final() {
             // A stale job (e.g. after a crash between send and record): clear it.
-            return self.store.save_attempt(id, d).await;
+            self.store.save_attempt(id, d).await?;
+            return Ok(JobOutcome::Done);
         }
-        let route = self.mappings.source(ev.source.as_str()).and_then(|s| s.route(&d.route));
+        let mappings = self.mappings();
+        let route = mappings.source(ev.source.as_str()).and_then(|s| s.route(&d.route));
         let (Some(route), Some(mut request)) = (route, d.request.clone()) else {
             d.status = DeliveryStatus::Dead;
             d.next_attempt_at = None;
@@ -191,7 +289,8 @@ impl Hub {
                     format!("route `{}` of source `{}` is not configured any more", d.route, ev.source)
                 }
             });
-            return self.store.save_attempt(id, d).await;
+            self.store.save_attempt(id, d).await?;
+            return Ok(JobOutcome::Done);
         };
         // Credentials (auth, a secret URL) are added here, never stored with the request.
         if let Some(auth) = &route.auth {
@@ -203,31 +302,45 @@ impl Hub {
         let now = self.clock.now();
         d.attempts += 1;
         d.last_attempt_at = Some(started);
-        match classify(&outcome) {
+        let result = match classify(&outcome) {
             Verdict::Delivered { status } => {
                 d.status = DeliveryStatus::Delivered;
                 d.last_status = Some(status);
                 d.last_error = None;
                 d.next_attempt_at = None;
                 info!(event = %id, delivery = %d.id, route = %d.route, status, attempts = d.attempts, "delivered");
+                JobOutcome::Done
             }
             Verdict::Retryable { status, reason, retry_after } => {
                 d.last_status = status;
-                let next = route.retry.next_attempt(d.attempts, d.created_at, now, retry_after, jitter(&d));
-                match next {
+                let next = if opts.last_chance {
+                    None
+                } else {
+                    route.retry.next_attempt(d.attempts, d.created_at, now, retry_after, jitter(&d))
+                };
+                let result = match next {
                     Some(at) => {
                         d.status = DeliveryStatus::Retrying;
                         d.next_attempt_at = Some(at);
                         d.last_error = Some(reason);
+                        JobOutcome::RetryAt(at)
                     }
                     None => {
                         d.status = DeliveryStatus::Dead;
                         d.next_attempt_at = None;
-                        d.last_error = Some(format!("{reason} (gave up after {} attempts)", d.attempts));
+                        let mut msg = format!("{reason} (gave up after {} attempts", d.attempts);
+                        if let Some(note) = &opts.dead_letter_note {
+                            msg.push_str("; ");
+                            msg.push_str(note);
+                        }
+                        msg.push(')');
+                        d.last_error = Some(msg);
+                        JobOutcome::Exhausted
                     }
-                }
+                };
                 warn!(event = %id, delivery = %d.id, route = %d.route, attempts = d.attempts,
                       status = ?d.status, error = d.last_error.as_deref().unwrap_or(""), "attempt failed");
+                result
             }
             Verdict::Permanent { status, reason } => {
                 d.status = DeliveryStatus::Dead;
@@ -236,9 +349,10 @@ impl Hub {
                 d.last_error = Some(reason);
                 warn!(event = %id, delivery = %d.id, route = %d.route, error = d.last_error.as_deref().unwrap_or(""),
                       "permanent failure, dead-lettered");
+                JobOutcome::Done
             }
-        }
-        self.store.save_attempt(id, d).await
+        };
+        if self.store.save_attempt(id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
     }
 }
 

@@ -70,7 +70,9 @@ pub enum StoreError {
 ///
 /// Contract: once `accept` returns `Accepted`, the event survives a crash and its dispatch job
 /// will be returned by `due_jobs` until `save_dispatch` is called for it. Every method that
-/// changes an event does so atomically together with the jobs it implies.
+/// changes an event does so atomically together with the jobs it implies. Jobs may run more
+/// than once (queues deliver at least once): `save_dispatch` without a queued dispatch job
+/// changes nothing, and `save_attempt` of a delivery already final changes nothing.
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn accept(&self, event: NewEvent) -> Result<Acceptance, StoreError>;
@@ -82,21 +84,38 @@ pub trait Store: Send + Sync {
     /// When the earliest queued job is due, if any.
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
     /// Records a dispatch: appends `deliveries` as the latest set, removes the dispatch job and
-    /// queues an attempt for each pending delivery at its `next_attempt_at`.
+    /// queues an attempt for each pending delivery at its `next_attempt_at`. Returns `false`
+    /// (and changes nothing) when no dispatch of this event is queued: it ran already.
     async fn save_dispatch(
         &self,
         id: &EventId,
         deliveries: Vec<DeliveryRecord>,
         error: Option<String>,
         at: UnixMillis,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Replaces one delivery's record and moves its job: rescheduled while the delivery is
-    /// pending/retrying, removed once it is final.
-    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<(), StoreError>;
+    /// pending/retrying, removed once it is final. A delivery already final is left as it is
+    /// (its job is cleared); returns whether the record changed.
+    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<bool, StoreError>;
     /// Queues the event's dispatch again (replay). `false` when there is no such event.
     async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError>;
     /// Forgets dedup keys remembered until before `now`; returns how many.
     async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+/// The fast path to whoever runs jobs: the local worker's wake-up or an SQS queue.
+///
+/// The store stays the record of what is due (its `due_jobs`); a job that could not be
+/// enqueued is still run, later, by whoever sweeps overdue jobs (the local worker's poll, the
+/// `schedule-tick` function). So an enqueue failure never loses work, it only delays it.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Queues `jobs`, each to run at its time (now or later).
+    async fn enqueue(&self, jobs: &[(Job, UnixMillis)], now: UnixMillis) -> Result<(), QueueError>;
 }
 
 /// What came of one send.

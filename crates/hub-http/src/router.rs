@@ -14,15 +14,12 @@ use hub_core::request::{Headers, RawRequest};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use tracing::{error, warn};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
-    /// Woken after each accepted event so the local worker picks it up at once.
-    pub accepted: Arc<Notify>,
 }
 
 /// The HTTP surface, identical in every shell.
@@ -58,14 +55,14 @@ async fn method_not_allowed(method: Method) -> Response {
 }
 
 async fn endpoint_check(State(st): State<AppState>, Path(source): Path<String>) -> Response {
-    match st.hub.mappings.source(&source) {
+    match st.hub.mappings().source(&source) {
         Some(_) => Json(json!({"status": "ok", "source": source})).into_response(),
         None => error_response(&IngestError::UnknownSource(source).public()),
     }
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
-    Json(json!({"status": "ok", "sources": st.hub.mappings.sources.len()})).into_response()
+    Json(json!({"status": "ok", "sources": st.hub.mappings().sources.len()})).into_response()
 }
 
 async fn ingest(
@@ -77,10 +74,9 @@ async fn ingest(
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let connect = parts.extensions.get::<ConnectInfo<SocketAddr>>();
     let received_at = st.hub.clock.now();
-    let Some(src) = st.hub.mappings.source(&source) else {
+    let Some(limit) = st.hub.mappings().source(&source).map(|s| s.max_body_bytes) else {
         return error_response(&IngestError::UnknownSource(source).public());
     };
-    let limit = src.max_body_bytes;
     // Read at most the cap: a sender cannot make us buffer more than the source allows.
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
@@ -111,9 +107,6 @@ async fn ingest(
     match st.hub.ingest(&source, req).await {
         Ok(Ingested { challenge: Some(c), .. }) => Json(json!({"challenge": c})).into_response(),
         Ok(ok) => {
-            if !ok.duplicate {
-                st.accepted.notify_one();
-            }
             let status = if ok.duplicate { "duplicate" } else { "accepted" };
             (StatusCode::OK, Json(json!({"status": status, "event_id": ok.event_id}))).into_response()
         }
@@ -212,11 +205,8 @@ async fn admin_show(
 
 async fn admin_replay(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     let id = EventId::new(id);
-    match st.hub.store.requeue(&id, st.hub.clock.now()).await {
-        Ok(true) => {
-            st.accepted.notify_one();
-            Json(json!({"status": "queued", "event_id": id})).into_response()
-        }
+    match st.hub.replay(&id).await {
+        Ok(true) => Json(json!({"status": "queued", "event_id": id})).into_response(),
         Ok(false) => no_event(&id),
         Err(e) => store_failure(&e),
     }

@@ -2,8 +2,9 @@
 //! bounded concurrency. Jobs stay in the store until their outcome is recorded, so a crash only
 //! means they run again after restart.
 
+use async_trait::async_trait;
 use hub_core::pipeline::Hub;
-use hub_core::ports::Job;
+use hub_core::ports::{Job, Queue, QueueError};
 use hub_core::time::UnixMillis;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,18 @@ use tracing::{error, info};
 /// How often the worker looks at the queue even when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The local queue: wakes the worker, which reads due jobs from the store.
+#[derive(Default)]
+pub struct WakeQueue(pub Arc<Notify>);
+
+#[async_trait]
+impl Queue for WakeQueue {
+    async fn enqueue(&self, _jobs: &[(Job, UnixMillis)], _now: UnixMillis) -> Result<(), QueueError> {
+        self.0.notify_one();
+        Ok(())
+    }
+}
 
 pub struct Worker {
     hub: Arc<Hub>,

@@ -55,9 +55,9 @@ enum Op {
         Vec<DeliveryRecord>,
         Option<String>,
         UnixMillis,
-        oneshot::Sender<Result<(), StoreError>>,
+        oneshot::Sender<Result<bool, StoreError>>,
     ),
-    Attempt(EventId, DeliveryRecord, oneshot::Sender<Result<(), StoreError>>),
+    Attempt(EventId, DeliveryRecord, oneshot::Sender<Result<bool, StoreError>>),
     Requeue(EventId, UnixMillis, oneshot::Sender<Result<bool, StoreError>>),
     Purge(UnixMillis, oneshot::Sender<Result<u64, StoreError>>),
 }
@@ -217,7 +217,8 @@ fn parse_job(key: &str) -> Option<Job> {
     }
 }
 
-fn set_job(txn: &WriteTransaction, key: &str, due: Option<UnixMillis>) -> Result<(), StoreError> {
+/// Sets (or with `None` clears) a job's due time; returns the previous one.
+fn set_job(txn: &WriteTransaction, key: &str, due: Option<UnixMillis>) -> Result<Option<u64>, StoreError> {
     let mut index = txn.open_table(JOB_DUE).map_err(unavailable)?;
     let mut queue = txn.open_table(QUEUE).map_err(unavailable)?;
     let old = index.remove(key).map_err(unavailable)?.map(|g| g.value());
@@ -228,7 +229,7 @@ fn set_job(txn: &WriteTransaction, key: &str, due: Option<UnixMillis>) -> Result
         index.insert(key, due.0).map_err(unavailable)?;
         queue.insert((due.0, key), ()).map_err(unavailable)?;
     }
-    Ok(())
+    Ok(old)
 }
 
 fn load_event(txn: &WriteTransaction, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
@@ -291,9 +292,11 @@ fn save_dispatch(
     deliveries: Vec<DeliveryRecord>,
     error: Option<String>,
     at: UnixMillis,
-) -> Result<(), StoreError> {
-    set_job(txn, &dispatch_key(id), None)?;
-    let Some(mut ev) = load_event(txn, id)? else { return Ok(()) };
+) -> Result<bool, StoreError> {
+    if set_job(txn, &dispatch_key(id), None)?.is_none() {
+        return Ok(false);
+    }
+    let Some(mut ev) = load_event(txn, id)? else { return Ok(false) };
     for d in &deliveries {
         let due = if d.status.is_final() { None } else { Some(d.next_attempt_at.unwrap_or(at)) };
         set_job(txn, &attempt_key(id, &d.id), due)?;
@@ -303,24 +306,31 @@ fn save_dispatch(
     ev.dispatch_error = error;
     ev.latest_count = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
     ev.deliveries.extend(deliveries);
-    put_event(txn, &ev)
+    put_event(txn, &ev)?;
+    Ok(true)
 }
 
-fn save_attempt(txn: &WriteTransaction, id: &EventId, d: DeliveryRecord) -> Result<(), StoreError> {
+fn save_attempt(txn: &WriteTransaction, id: &EventId, d: DeliveryRecord) -> Result<bool, StoreError> {
     let key = attempt_key(id, &d.id);
     let Some(mut ev) = load_event(txn, id)? else {
-        return set_job(txn, &key, None);
+        set_job(txn, &key, None)?;
+        return Ok(false);
     };
+    let Some(slot) = ev.deliveries.iter_mut().find(|x| x.id == d.id) else {
+        return Err(StoreError::Corrupt(format!("event {id} has no delivery {}", d.id)));
+    };
+    if slot.status.is_final() {
+        set_job(txn, &key, None)?;
+        return Ok(false);
+    }
     let due = match d.status {
         DeliveryStatus::Pending | DeliveryStatus::Retrying => d.next_attempt_at,
         DeliveryStatus::Delivered | DeliveryStatus::Dead => None,
     };
     set_job(txn, &key, due)?;
-    match ev.deliveries.iter_mut().find(|x| x.id == d.id) {
-        Some(slot) => *slot = d,
-        None => return Err(StoreError::Corrupt(format!("event {id} has no delivery {}", d.id))),
-    }
-    put_event(txn, &ev)
+    *slot = d;
+    put_event(txn, &ev)?;
+    Ok(true)
 }
 
 fn requeue(txn: &WriteTransaction, id: &EventId, at: UnixMillis) -> Result<bool, StoreError> {
@@ -439,12 +449,12 @@ impl Store for RedbStore {
         deliveries: Vec<DeliveryRecord>,
         error: Option<String>,
         at: UnixMillis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let id = id.clone();
         self.call(|tx| Op::Dispatch(id, deliveries, error, at, tx)).await
     }
 
-    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<(), StoreError> {
+    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<bool, StoreError> {
         let id = id.clone();
         self.call(|tx| Op::Attempt(id, delivery, tx)).await
     }

@@ -49,6 +49,9 @@ fn delivery(route: &str, at: u64) -> DeliveryRecord {
     }
 }
 
+/// How many stores [`run_all`] asks `fresh` for.
+pub const CHECKS: usize = 10;
+
 /// Runs every check, each on a store made by `fresh`.
 pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
     accept_stores_event_body_and_queues_dispatch(&fresh()).await;

@@ -1,0 +1,196 @@
+//! AWS adapters of the hub: the store port on DynamoDB (+ S3 for large payloads), the queue port
+//! on SQS, versioned mapping sets and secrets from Secrets Manager.
+//!
+//! # Table design (one table)
+//!
+//! Key: `pk` (S, partition) + `sk` (S, sort). Billing on demand. TTL attribute: `ttl` (epoch
+//! seconds). Three global secondary indexes, all projecting every attribute:
+//!
+//! | index       | partition key | sort key | holds                                              |
+//! |-------------|---------------|----------|----------------------------------------------------|
+//! | `by_time`   | `gsi1pk`      | `gsi1sk` | events, `events#<0..3>` → event id (time-ordered)  |
+//! | `by_source` | `gsi2pk`      | `gsi2sk` | events, `src#<source>` → event id                  |
+//! | `due`       | `due_pk`      | `due_sk` | `due#<0..3>` → `<due ms:020>#<event>`: events with a job due; `dedup#<0..3>` → `<until ms:020>#<pk>`: dedup keys by expiry |
+//!
+//! Indexes that take a write per event are spread over 4 partitions (by a hash of the event id)
+//! so no index partition sees more than a quarter of the traffic; readers query the 4 and merge.
+//!
+//! Items:
+//!
+//! | item      | `pk`                    | `sk`                        | attributes |
+//! |-----------|-------------------------|-----------------------------|------------|
+//! | event     | `evt#<event id>`        | `event`                     | `doc` (JSON: the record without deliveries, the queued dispatch, open deliveries with their due times, the latest dispatch's statuses, committed dispatch runs), `version` (optimistic lock), `source`, `status`, index keys, `ttl` |
+//! | body      | `evt#<event id>`        | `body`                      | `data` (B) when ≤ 300 KB, else `s3_key` → `bodies/<event id>` in the bodies bucket; `ttl` |
+//! | delivery  | `evt#<event id>`        | `dlv#<slot:08>#<run token>` | `doc` (JSON delivery record incl. the rendered request) or `s3_key` when > 300 KB; `ttl` |
+//! | dedup key | `dedup#<source>#<key>`  | `dedup`                     | `event_id`, `until` (ms), `ttl`, `due_pk`/`due_sk` (expiry index) |
+//! | mappings  | `mappings`              | `current`                   | `version`, `pushed_at`, `files` |
+//! | mapping file | `mappings#v<version:010>` | `file#<name>`          | `text` |
+//!
+//! Writes: accepting an event is one transaction (dedup key put on condition that it is absent
+//! or expired, event item, body item). A dispatch writes its delivery items under a fresh run
+//! token, then commits the event item on its `version`; items of a run that lost a race are
+//! never read. An attempt's outcome is one transaction (delivery item + event item on its
+//! `version`). Reading an event is one query on its partition.
+
+pub mod blobs;
+pub mod dynamo;
+pub mod mappings;
+pub mod secrets;
+pub mod sqs;
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("AWS call failed: {0}")]
+    Call(String),
+    #[error("invalid request: {0}")]
+    Build(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl AwsError {
+    pub fn build(e: impl std::fmt::Display) -> Self {
+        AwsError::Build(e.to_string())
+    }
+}
+
+/// An SDK error with its whole chain of causes on one line.
+pub fn sdk_error<E: std::error::Error + 'static>(e: &E) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}
+
+/// The settings of the AWS shell, from the environment the SAM template sets.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `HUB_TABLE`
+    pub table: String,
+    /// `HUB_BODIES_BUCKET`: where bodies larger than an item go.
+    pub bucket: Option<String>,
+    /// `HUB_QUEUE_URL`
+    pub queue_url: Option<String>,
+    /// `HUB_DLQ_URL`
+    pub dlq_url: Option<String>,
+    /// `HUB_MAX_RECEIVE_COUNT`: the queue's redrive `maxReceiveCount`.
+    pub max_receive: u32,
+    /// `HUB_SECRETS_ID`: a Secrets Manager secret holding a JSON object of secrets.
+    pub secrets_id: Option<String>,
+    /// `HUB_RETENTION_DAYS`: events expire (DynamoDB TTL) this long after they were received.
+    pub retention: Option<Duration>,
+    /// `HUB_MAPPINGS_REFRESH_SECS`: how often functions check for a newly pushed mapping set.
+    pub mappings_refresh: Duration,
+    /// `HUB_SWEEP_GRACE_SECS`: a job this overdue was missed by the queue; the tick sends it.
+    pub sweep_grace: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, AwsError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
+        let opt = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let num = |k: &str, default: u64| -> Result<u64, AwsError> {
+            match opt(k) {
+                None => Ok(default),
+                Some(v) => {
+                    v.trim().parse().map_err(|_| AwsError::Config(format!("{k}=`{v}` is not a whole number")))
+                }
+            }
+        };
+        let table = opt("HUB_TABLE").ok_or_else(|| AwsError::Config("HUB_TABLE is not set".into()))?;
+        let max_receive = u32::try_from(num("HUB_MAX_RECEIVE_COUNT", 10)?)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| AwsError::Config("HUB_MAX_RECEIVE_COUNT must be at least 1".into()))?;
+        let days = num("HUB_RETENTION_DAYS", 30)?;
+        Ok(Self {
+            table,
+            bucket: opt("HUB_BODIES_BUCKET"),
+            queue_url: opt("HUB_QUEUE_URL"),
+            dlq_url: opt("HUB_DLQ_URL"),
+            max_receive,
+            secrets_id: opt("HUB_SECRETS_ID"),
+            retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
+            mappings_refresh: Duration::from_secs(num("HUB_MAPPINGS_REFRESH_SECS", 30)?),
+            sweep_grace: Duration::from_secs(num("HUB_SWEEP_GRACE_SECS", 120)?),
+        })
+    }
+
+    pub fn queue_url(&self) -> Result<&str, AwsError> {
+        self.queue_url.as_deref().ok_or_else(|| AwsError::Config("HUB_QUEUE_URL is not set".into()))
+    }
+}
+
+/// The SDK clients, built once per process (a Lambda cold start) from the default chain:
+/// region, credentials and `AWS_ENDPOINT_URL_*` overrides (DynamoDB Local, moto) from the
+/// environment.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Clients {
+    pub async fn from_env() -> Self {
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // An S3 endpoint override (moto in tests) answers path-style requests only.
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&conf).force_path_style(path_style).build(),
+        );
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(&conf),
+            s3,
+            sqs: aws_sdk_sqs::Client::new(&conf),
+            secrets: aws_sdk_secretsmanager::Client::new(&conf),
+        }
+    }
+
+    /// The store on these clients.
+    pub fn store(&self, settings: &Settings) -> dynamo::DynamoStore {
+        let blobs = match &settings.bucket {
+            Some(b) => blobs::Blobs::new(self.s3.clone(), b.clone()),
+            None => blobs::Blobs::none(),
+        };
+        dynamo::DynamoStore::new(self.dynamodb.clone(), settings.table.clone(), blobs, settings.retention)
+    }
+
+    /// Secrets for mappings: the Secrets Manager secret when configured, over the environment.
+    pub async fn secrets(&self, settings: &Settings) -> Result<secrets::LayeredSecrets, AwsError> {
+        match &settings.secrets_id {
+            Some(id) => secrets::load(&self.secrets, id).await,
+            None => Ok(secrets::LayeredSecrets::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, AwsError> {
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn settings_need_a_table_and_read_numbers_strictly() {
+        assert!(settings(&[]).unwrap_err().to_string().contains("HUB_TABLE"));
+        let s = settings(&[("HUB_TABLE", "t"), ("HUB_SECRETS_ID", "")]).unwrap();
+        assert_eq!(
+            (s.max_receive, s.secrets_id, s.retention),
+            (10, None, Some(Duration::from_secs(30 * 86_400)))
+        );
+        let e = settings(&[("HUB_TABLE", "t"), ("HUB_MAX_RECEIVE_COUNT", "ten")]).unwrap_err();
+        assert!(e.to_string().contains("HUB_MAX_RECEIVE_COUNT=`ten`"));
+        assert!(settings(&[("HUB_TABLE", "t"), ("HUB_MAX_RECEIVE_COUNT", "0")]).is_err());
+        assert_eq!(settings(&[("HUB_TABLE", "t"), ("HUB_RETENTION_DAYS", "0")]).unwrap().retention, None);
+    }
+}

@@ -116,7 +116,7 @@ impl Settings {
             secrets_id: opt("HUB_SECRETS_ID"),
             retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
             mappings_refresh: Duration::from_secs(num("HUB_MAPPINGS_REFRESH_SECS", 30)?),
-            sweep_grace: Duration::from_secs(num("HUB_SWEEP_GRACE_SECS", 120)?),
+            sweep_grace: Duration::from_secs(num("HUB_SWEEP_GRACE_SECS", 300)?),
         })
     }
 

@@ -18,6 +18,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     InvalidBody,
+    /// A pushed mapping set does not compile.
+    InvalidMapping,
+    /// Someone else changed the same thing first (e.g. two mapping pushes).
+    Conflict,
     StoreUnavailable,
     Internal,
 }
@@ -32,6 +36,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidBody => 400,
+            ErrorCode::InvalidMapping => 422,
+            ErrorCode::Conflict => 409,
             ErrorCode::StoreUnavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -48,6 +54,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidMapping => "invalid_mapping",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
         }

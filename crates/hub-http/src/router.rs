@@ -36,7 +36,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn error_response(e: &PublicError) -> Response {
+/// A JSON error response with the code's status.
+pub fn error_response(e: &PublicError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(e.to_json())).into_response()
 }
@@ -125,11 +126,16 @@ async fn ingest(
 /// Admin routes for the local shell: list/show events and replay, so `hub events` and
 /// `hub replay` work while `hub serve` holds the store. Answered only on loopback connections.
 pub fn admin_router(state: AppState) -> Router {
+    admin_routes(state).route_layer(axum::middleware::from_fn(loopback_only))
+}
+
+/// The admin routes without a guard, for a shell that authenticates callers itself (the
+/// `admin-http` function sits behind IAM-authenticated Function URL).
+pub fn admin_routes(state: AppState) -> Router {
     Router::new()
         .route("/admin/events", get(admin_list))
         .route("/admin/events/{id}", get(admin_show))
         .route("/admin/events/{id}/replay", post(admin_replay))
-        .route_layer(axum::middleware::from_fn(loopback_only))
         .with_state(state)
 }
 

@@ -1,0 +1,351 @@
+//! The AWS Lambda shell: what each function does with the event it is handed.
+//!
+//! A [`Shell`] is built once per cold start (settings, SDK clients, secrets, the mapping set,
+//! the forwarder); a bad configuration fails the cold start. The handlers translate one Lambda
+//! event into calls of the core's use cases:
+//!
+//! - `ingest-http`: the same axum router as `hub serve` ([`ingest_app`]), behind `lambda_http`
+//!   (API Gateway HTTP API v2 and Function URL events), so both shells answer identically.
+//! - `deliver-sqs`: [`deliver`] runs each message's job and reports partial batch failures;
+//!   retries are the message's visibility timeout, exhausted ones go to the dead-letter queue.
+//! - `schedule-tick`: [`tick`] sends jobs the queue missed or could not delay long enough.
+//! - `admin-http`: [`admin_app`], the admin routes plus mapping pushes, behind an
+//!   IAM-authenticated Function URL.
+
+use anyhow::Context as _;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hub_aws::mappings::{LiveMappings, MappingRepo};
+use hub_aws::sqs::{JobMessage, MAX_VISIBILITY_SECS, SqsQueue, secs_until};
+use hub_aws::{AwsError, Clients, Settings};
+use hub_core::error::{ErrorCode, PublicError};
+use hub_core::pipeline::{Hub, JobOutcome, RunOptions};
+use hub_core::ports::{Forwarder, Job};
+use hub_core::secret::SecretSource;
+use hub_core::time::{Clock, SystemClock, UnixMillis};
+use hub_http::router::{AppState, admin_routes, error_response, router};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// What the handlers of one function instance share. Cheap to clone.
+#[derive(Clone)]
+pub struct Shell {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Arc<Hub>,
+    live: LiveMappings,
+    repo: MappingRepo,
+    secrets: Arc<dyn SecretSource>,
+    settings: Settings,
+    queue: SqsQueue,
+    dlq: Option<SqsQueue>,
+}
+
+/// Said in the record of a delivery whose retries ran out in this shell.
+const DEAD_LETTER_NOTE: &str = "moved to the dead-letter queue";
+
+impl Shell {
+    /// Builds everything from the environment the SAM template sets. Any error fails the cold
+    /// start: Lambda reports it and retries the start, no request is half-served.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let settings = Settings::from_env()?;
+        let clients = Clients::from_env().await;
+        let forwarder = hub_http::forwarder::HttpForwarder::new(Default::default())
+            .context("building the outbound HTTP client")?;
+        Self::build(settings, &clients, Arc::new(forwarder), Arc::new(SystemClock)).await
+    }
+
+    pub async fn build(
+        settings: Settings,
+        clients: &Clients,
+        forwarder: Arc<dyn Forwarder>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let secrets: Arc<dyn SecretSource> =
+            Arc::new(clients.secrets(&settings).await.context("loading secrets from Secrets Manager")?);
+        let repo = MappingRepo::new(clients.dynamodb.clone(), settings.table.clone());
+        let (live, set) = LiveMappings::load(repo.clone(), secrets.clone(), settings.mappings_refresh)
+            .await
+            .context("loading the mapping set")?;
+        let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
+        let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
+        let store = clients.store(&settings);
+        let hub =
+            Arc::new(Hub::new(Arc::new(set), Arc::new(store), forwarder, clock, Arc::new(queue.clone())));
+        Ok(Self { inner: Arc::new(Inner { hub, live, repo, secrets, settings, queue, dlq }) })
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Puts a newly pushed mapping set in force (checked at most every refresh interval).
+    pub async fn refresh(&self) {
+        self.inner.live.refresh(&self.inner.hub).await;
+    }
+
+    pub fn mappings_version(&self) -> u64 {
+        self.inner.live.version()
+    }
+}
+
+/// Logs as JSON lines (CloudWatch adds the time); `RUST_LOG` sets the level.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().json().with_env_filter(filter).without_time().with_target(false).try_init();
+}
+
+/// The client address API Gateway saw, as the connection address the router reads (for
+/// `ip_allow`), and a check for a newer mapping set before the request is served.
+async fn lambda_request_layer(
+    State(shell): State<Shell>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use lambda_http::RequestExt as _;
+    let ip = request.request_context_ref().and_then(|ctx| match ctx {
+        lambda_http::request::RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    });
+    if let Some(ip) = ip.and_then(|s| s.parse::<IpAddr>().ok()) {
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::new(ip, 0)));
+    }
+    shell.refresh().await;
+    next.run(request).await
+}
+
+/// The ingest function's HTTP surface: exactly `hub serve`'s router.
+pub fn ingest_app(shell: Shell) -> axum::Router {
+    router(AppState { hub: shell.hub().clone() })
+        .layer(axum::middleware::from_fn_with_state(shell, lambda_request_layer))
+}
+
+/// The admin function's HTTP surface: events (list, show, replay) and mapping sets.
+pub fn admin_app(shell: Shell) -> axum::Router {
+    let mappings = axum::Router::new()
+        .route("/admin/mappings", get(mappings_show).post(mappings_push))
+        .with_state(shell.clone());
+    admin_routes(AppState { hub: shell.hub().clone() })
+        .merge(mappings)
+        .fallback(|uri: axum::http::Uri| async move {
+            error_response(&PublicError::new(ErrorCode::NotFound, format!("no route for {}", uri.path())))
+        })
+        .layer(axum::middleware::from_fn_with_state(shell, lambda_request_layer))
+}
+
+async fn mappings_show(State(shell): State<Shell>) -> Response {
+    let set = shell.hub().mappings();
+    let sources: Vec<_> = set.sources.values().map(|s| json!({"id": s.id, "file": s.file})).collect();
+    Json(json!({"version": shell.mappings_version(), "sources": sources})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PushBody {
+    /// File name → YAML text.
+    files: BTreeMap<String, String>,
+}
+
+/// Compiles the pushed files with this deployment's secrets, stores them as the next version
+/// and puts it in force here at once (other instances follow within the refresh interval).
+async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> Response {
+    let push: PushBody = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error_response(&PublicError::new(
+                ErrorCode::InvalidBody,
+                format!("expected {{\"files\": {{\"name.yaml\": \"text\", ...}}}}: {e}"),
+            ));
+        }
+    };
+    let files: Vec<(String, String)> = push.files.into_iter().collect();
+    if let Err(diags) = hub_core::mapping::MappingSet::compile(&files, shell.inner.secrets.as_ref()) {
+        let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        let mut r = error_response(&PublicError::new(ErrorCode::InvalidMapping, list.join("\n")));
+        if let Ok(v) = serde_json::to_value(&list) {
+            r = (r.status(), Json(json!({"error": {"code": "invalid_mapping", "message": list.join("\n"), "diagnostics": v}})))
+                .into_response();
+        }
+        return r;
+    }
+    match shell.inner.repo.push(&files, shell.hub().clock.now().0).await {
+        Ok(version) => {
+            shell.inner.live.refresh_now(shell.hub()).await;
+            info!(version, files = files.len(), "mapping set pushed");
+            Json(json!({"status": "pushed", "version": version, "files": files.len()})).into_response()
+        }
+        Err(AwsError::Conflict(m)) => error_response(&PublicError::new(ErrorCode::Conflict, m)),
+        Err(AwsError::Config(m)) => error_response(&PublicError::new(ErrorCode::InvalidMapping, m)),
+        Err(e) => {
+            error!(error = %e, "mapping push failed");
+            error_response(&PublicError::new(
+                ErrorCode::StoreUnavailable,
+                "the mapping set could not be stored",
+            ))
+        }
+    }
+}
+
+/// Handles one SQS batch: each message's job runs concurrently; the response lists the
+/// messages that must come back (partial batch failure), never the whole batch.
+pub async fn deliver(shell: &Shell, event: SqsEvent) -> SqsBatchResponse {
+    shell.refresh().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for msg in event.records {
+        let shell = shell.clone();
+        tasks.spawn(async move {
+            let id = msg.message_id.clone().unwrap_or_default();
+            (id, deliver_one(&shell, msg).await)
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((_, MessageResult::Done)) => {}
+            Ok((id, MessageResult::Again)) => failures.push(id),
+            // A panicked task cannot say which message it had; a panic is a bug we must see,
+            // but the other messages' results still count.
+            Err(e) => error!(error = %e, "a message handler panicked"),
+        }
+    }
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failures
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    resp
+}
+
+/// Whether the queue deletes a message or hands it over again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MessageResult {
+    Done,
+    Again,
+}
+
+async fn deliver_one(shell: &Shell, msg: SqsMessage) -> MessageResult {
+    let body = msg.body.clone().unwrap_or_default();
+    let job = match JobMessage::parse(&body) {
+        Ok(j) => j,
+        Err(e) => {
+            // It will never parse: the redrive policy moves it to the DLQ after its receives.
+            error!(message = msg.message_id.as_deref().unwrap_or(""), error = %e, "unreadable message");
+            return MessageResult::Again;
+        }
+    };
+    let receives: u32 =
+        msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let last_chance = receives >= shell.settings().max_receive;
+    let opts = RunOptions { last_chance, dead_letter_note: Some(DEAD_LETTER_NOTE.into()) };
+    let receipt = msg.receipt_handle.as_deref();
+    match shell.hub().run_job_with(&job, &opts).await {
+        Ok(JobOutcome::Done) => MessageResult::Done,
+        Ok(JobOutcome::RetryAt(at)) => {
+            let secs = secs_until(at, shell.hub().clock.now());
+            if secs > MAX_VISIBILITY_SECS {
+                // Longer than a message can stay hidden: the store keeps it due and the
+                // schedule tick sends it again when it is.
+                return MessageResult::Done;
+            }
+            if let Some(r) = receipt
+                && let Err(e) = shell.inner.queue.retry_after(r, secs).await
+            {
+                warn!(error = %e, "could not delay the retry; it comes back after the queue's visibility timeout");
+            }
+            MessageResult::Again
+        }
+        Ok(JobOutcome::Exhausted) if last_chance => {
+            // The queue's redrive policy moves it to the DLQ on its next receive: now.
+            if let Some(r) = receipt
+                && let Err(e) = shell.inner.queue.retry_after(r, 0).await
+            {
+                warn!(error = %e, "could not release the message; the redrive happens after its visibility timeout");
+            }
+            MessageResult::Again
+        }
+        Ok(JobOutcome::Exhausted) => match &shell.inner.dlq {
+            // The route gave up before the queue's receive limit: move it as the redrive would.
+            Some(dlq) => match dlq.send_raw(&body).await {
+                Ok(()) => MessageResult::Done,
+                Err(e) => {
+                    error!(error = %e, job = ?job, "could not move an exhausted message to the DLQ");
+                    MessageResult::Again
+                }
+            },
+            None => MessageResult::Done,
+        },
+        Err(e) => {
+            error!(job = ?job, error = %e, "job failed on the store; the message comes back");
+            MessageResult::Again
+        }
+    }
+}
+
+/// What one schedule tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TickReport {
+    /// Overdue jobs sent to the queue.
+    pub swept: usize,
+    /// Expired dedup keys removed.
+    pub purged: u64,
+}
+
+/// Most jobs one tick sends.
+const SWEEP_LIMIT: usize = 1_000;
+
+/// Sends jobs that are overdue by more than the grace period (their message was lost, could
+/// not be sent, or was due later than SQS can delay) and forgets expired dedup keys.
+pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
+    shell.refresh().await;
+    let hub = shell.hub();
+    let now = hub.clock.now();
+    let grace = u64::try_from(shell.settings().sweep_grace.as_millis()).unwrap_or(u64::MAX);
+    let cutoff = UnixMillis(now.0.saturating_sub(grace));
+    let jobs: Vec<(Job, UnixMillis)> =
+        hub.store.due_jobs(cutoff, SWEEP_LIMIT).await?.into_iter().map(|j| (j, now)).collect();
+    if !jobs.is_empty() {
+        use hub_core::ports::Queue as _;
+        shell.inner.queue.enqueue(&jobs, now).await.map_err(|e| anyhow::anyhow!(e))?;
+        info!(swept = jobs.len(), "overdue jobs sent to the queue");
+    }
+    let purged = hub.store.purge_dedup(now).await?;
+    Ok(TickReport { swept: jobs.len(), purged })
+}
+
+/// Runs a `lambda_runtime` handler for SQS batches.
+pub async fn run_deliver(shell: Shell) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<SqsEvent>| {
+        let shell = shell.clone();
+        async move { Ok::<_, lambda_runtime::Error>(deliver(&shell, ev.payload).await) }
+    }))
+    .await
+}
+
+/// Runs a `lambda_runtime` handler for EventBridge schedule events.
+pub async fn run_tick(shell: Shell) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let shell = shell.clone();
+            async move { tick(&shell).await.map_err(|e| lambda_runtime::Error::from(format!("{e:#}"))) }
+        },
+    ))
+    .await
+}

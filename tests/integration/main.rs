@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aws;
 mod corpus;
 
 mod delivery;

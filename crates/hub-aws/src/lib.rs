@@ -102,7 +102,7 @@ impl Settings {
             }
         };
         let table = opt("HUB_TABLE").ok_or_else(|| AwsError::Config("HUB_TABLE is not set".into()))?;
-        let max_receive = u32::try_from(num("HUB_MAX_RECEIVE_COUNT", 10)?)
+        let max_receive = u32::try_from(num("HUB_MAX_RECEIVE_COUNT", 15)?)
             .ok()
             .filter(|n| *n >= 1)
             .ok_or_else(|| AwsError::Config("HUB_MAX_RECEIVE_COUNT must be at least 1".into()))?;

@@ -96,6 +96,16 @@ enum MappingsCmd {
         #[arg(default_value = "mappings")]
         dir: PathBuf,
     },
+    /// Compile every mapping file and store the set as a new version for the AWS functions.
+    Push {
+        #[arg(default_value = "mappings")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "dynamodb")]
+        store: mappings_cmd::PushStore,
+        /// The hub's DynamoDB table (the stack's `TableName` output).
+        #[arg(long, env = "HUB_TABLE")]
+        table: String,
+    },
     /// Print what a mapping would send for an input body, without sending.
     Render {
         file: PathBuf,
@@ -183,6 +193,9 @@ fn run(cli: Cli) -> Result<bool> {
                 mappings_cmd::validate(&dir, require_secrets, &mut out)
             }
             MappingsCmd::Test { dir } => Ok(mappings_cmd::test(&dir, &mut out)?.failed == 0),
+            MappingsCmd::Push { dir, store, table } => {
+                runtime()?.block_on(mappings_cmd::push(&dir, store, &table, &mut out))
+            }
             MappingsCmd::Render { file, input, headers, verify } => {
                 mappings_cmd::render(&file, &input, &headers, verify, &mut out)
             }

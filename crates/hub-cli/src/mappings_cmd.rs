@@ -191,3 +191,40 @@ pub fn render(
 pub fn default_dir() -> PathBuf {
     PathBuf::from("mappings")
 }
+
+/// Where `hub mappings push` stores a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushStore {
+    Dynamodb,
+}
+
+/// `hub mappings push`: compiles every file under `dir` (secrets live in the deployment, so
+/// unset ones compile as placeholders here; the functions compile again with the real ones)
+/// and stores the set as the next version. Nothing is stored when a file does not compile.
+pub async fn push(dir: &Path, store: PushStore, table: &str, out: &mut dyn std::io::Write) -> Result<bool> {
+    let PushStore::Dynamodb = store;
+    let paths = files::mapping_files(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if paths.is_empty() {
+        bail!("no mapping files (*.yaml) under {}", dir.display());
+    }
+    let texts = files::read_all(&paths)?;
+    if let Err(diags) = MappingSet::compile(&texts, &EnvOrPlaceholder) {
+        for d in &diags {
+            writeln!(out, "{d}")?;
+        }
+        writeln!(out, "{} error(s); nothing pushed", diags.len())?;
+        return Ok(false);
+    }
+    // Stored under their path relative to the directory: stable wherever the push runs from.
+    let named: Vec<(String, String)> = paths
+        .iter()
+        .zip(texts)
+        .map(|(p, (_, text))| (p.strip_prefix(dir).unwrap_or(p).display().to_string(), text))
+        .collect();
+    let clients = hub_aws::Clients::from_env().await;
+    let repo = hub_aws::mappings::MappingRepo::new(clients.dynamodb.clone(), table);
+    let version =
+        repo.push(&named, SystemClock.now().0).await.with_context(|| format!("pushing to table {table}"))?;
+    writeln!(out, "pushed mapping set version {version} ({} files) to {table}", named.len())?;
+    Ok(true)
+}

@@ -1,0 +1,454 @@
+//! The AWS shell end to end on DynamoDB Local + moto (SQS, S3, Secrets Manager): the Lambda
+//! handlers are invoked in-process with API Gateway v2 / Function URL / SQS event fixtures, the
+//! way the Lambda runtime hands them over, and deliver to a real local HTTP destination.
+//!
+//! SQS's event source mapping is played by [`Aws::pump`]: it receives messages, hands them to
+//! `deliver` as an SQS event, and deletes the ones not reported as failures.
+
+use crate::support::{Destination, SECRET, hub_cli, sign};
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use hub_aws::Clients;
+use hub_aws::mappings::MappingRepo;
+use hub_core::event::{DeliveryStatus, EventStatus};
+use hub_core::ids::EventId;
+use hub_core::time::{Clock, SystemClock};
+use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
+use hub_lambda::Shell;
+use lambda_http::lambda_runtime::{Context, LambdaEvent};
+use lambda_http::request::LambdaRequest;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt as _;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/lambda");
+
+fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// `None` when the emulators are not running (outside CI; under CI that fails the test).
+async fn clients() -> Option<Clients> {
+    if std::env::var_os("HUB_TEST_DYNAMODB").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "HUB_TEST_DYNAMODB is not set: run the tests through scripts/test, which starts DynamoDB Local and moto"
+        );
+        eprintln!("skipped: the AWS emulators are not running (scripts/test starts them)");
+        return None;
+    }
+    Some(Clients::from_env().await)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn shop_mapping(dest: &str, max_attempts: u32) -> String {
+    format!(
+        r#"source:
+  id: shop
+  verify:
+    hmac: {{algorithm: sha256, header: X-Shop-Signature, prefix: "sha256=", secret: env:SHOP_SECRET}}
+  dedup: {{path: $.body.id}}
+routes:
+  - id: crm
+    map:
+      order: "{{{{body.id}}}}"
+      email: "{{{{normalize_email body.email}}}}"
+      total: {{path: $.body.total, type: number}}
+    to:
+      url: {dest}
+    retry: {{initial_delay: 1s, max_delay: 1s, jitter: false, max_attempts: {max_attempts}, timeout: 2s}}
+"#
+    )
+}
+
+/// One deployment's resources on the emulators, with its handlers.
+struct Aws {
+    clients: Clients,
+    shell: Shell,
+    table: String,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl Aws {
+    /// Table, bucket, queue + DLQ (redrive after `max_receive`), the secret, the mapping pushed
+    /// as version 1, then the shell as a cold start builds it.
+    async fn deploy(clients: Clients, mapping: &str, max_receive: u32) -> Aws {
+        let table = unique("hub-e2e");
+        hub_aws::dynamo::create_table(&clients.dynamodb, &table).await.expect("table");
+        let bucket = unique("hub-e2e-bodies");
+        clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+        let dlq_url = clients
+            .sqs
+            .create_queue()
+            .queue_name(unique("hub-dlq"))
+            .send()
+            .await
+            .expect("dlq")
+            .queue_url
+            .expect("dlq url");
+        let dlq_arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq arn")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("arn");
+        let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string();
+        let queue_url = clients
+            .sqs
+            .create_queue()
+            .queue_name(unique("hub-queue"))
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .attributes(QueueAttributeName::VisibilityTimeout, "30")
+            .send()
+            .await
+            .expect("queue")
+            .queue_url
+            .expect("queue url");
+        let secret = clients
+            .secrets
+            .create_secret()
+            .name(unique("hub/secrets"))
+            .secret_string(json!({"SHOP_SECRET": SECRET}).to_string())
+            .send()
+            .await
+            .expect("secret")
+            .arn
+            .expect("secret arn");
+        MappingRepo::new(clients.dynamodb.clone(), &table)
+            .push(&[("shop.yaml".into(), mapping.into())], SystemClock.now().0)
+            .await
+            .expect("push");
+        let env: HashMap<&str, String> = HashMap::from([
+            ("HUB_TABLE", table.clone()),
+            ("HUB_BODIES_BUCKET", bucket),
+            ("HUB_QUEUE_URL", queue_url.clone()),
+            ("HUB_DLQ_URL", dlq_url.clone()),
+            ("HUB_MAX_RECEIVE_COUNT", max_receive.to_string()),
+            ("HUB_SECRETS_ID", secret),
+            ("HUB_MAPPINGS_REFRESH_SECS", "0".into()),
+            ("HUB_SWEEP_GRACE_SECS", "0".into()),
+        ]);
+        let settings = hub_aws::Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+        let forwarder = HttpForwarder::new(ForwarderConfig {
+            allow_nets: vec!["127.0.0.0/8".parse().expect("net")],
+            ..Default::default()
+        })
+        .expect("forwarder");
+        let shell = Shell::build(settings, &clients, Arc::new(forwarder), Arc::new(SystemClock))
+            .await
+            .expect("cold start");
+        Aws { clients, shell, table, queue_url, dlq_url }
+    }
+
+    /// Invokes an HTTP function the way `lambda_http::run` does, with an event fixture whose
+    /// method, path and body are set; returns (statusCode, JSON body).
+    async fn invoke(
+        app: axum::Router,
+        fixture_name: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut ev = fixture(fixture_name);
+        ev["rawPath"] = json!(path);
+        ev["requestContext"]["http"]["path"] = json!(path);
+        ev["requestContext"]["http"]["method"] = json!(method);
+        ev["body"] = json!(body);
+        ev["headers"]["content-length"] = json!(body.len().to_string());
+        for (k, v) in headers {
+            ev["headers"][k.to_ascii_lowercase()] = json!(v);
+        }
+        let req: LambdaRequest = serde_json::from_value(ev).expect("a Lambda HTTP event");
+        let adapter = lambda_http::Adapter::from(app);
+        let resp = adapter.oneshot(LambdaEvent::new(req, Context::default())).await.expect("handler");
+        let resp = serde_json::to_value(&resp).expect("response JSON");
+        let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
+        let body =
+            resp["body"].as_str().map(|b| serde_json::from_str(b).unwrap_or(json!(b))).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn webhook(&self, fixture_name: &str, body: &str, signature: &str) -> (u16, Value) {
+        let app = hub_lambda::ingest_app(self.shell.clone());
+        Self::invoke(app, fixture_name, "POST", "/hooks/shop", body, &[("x-shop-signature", signature)]).await
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let app = hub_lambda::admin_app(self.shell.clone());
+        Self::invoke(app, "function-url-iam-admin.json", method, path, body, &[]).await
+    }
+
+    /// One round of the SQS event source mapping: receive a batch, hand it to `deliver-sqs`,
+    /// delete what it did not report as failed. Returns how many messages were handed over.
+    async fn pump_once(&self) -> usize {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            return 0;
+        }
+        let template = fixture("sqs-record.json");
+        let records: Vec<Value> = msgs
+            .iter()
+            .map(|m| {
+                let mut r = template.clone();
+                r["messageId"] = json!(m.message_id());
+                r["receiptHandle"] = json!(m.receipt_handle());
+                r["body"] = json!(m.body());
+                let attrs: HashMap<String, String> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+                    .unwrap_or_default();
+                r["attributes"] = json!(attrs);
+                r
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).expect("SQS event");
+        let resp = hub_lambda::deliver(&self.shell, event).await;
+        let failed: Vec<String> =
+            resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        for m in &msgs {
+            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        msgs.len()
+    }
+
+    /// Pumps until `done` holds (or panics after `secs`).
+    async fn pump_until(&self, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done().await {
+            assert!(Instant::now() < deadline, "condition not reached within {secs}s");
+            self.pump_once().await;
+        }
+    }
+
+    async fn dlq_bodies(&self) -> Vec<String> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive dlq");
+        out.messages.unwrap_or_default().iter().filter_map(|m| m.body().map(str::to_string)).collect()
+    }
+
+    async fn event(&self, id: &str) -> hub_core::event::EventRecord {
+        self.shell.hub().store.event(&EventId::new(id)).await.expect("store").expect("event stored")
+    }
+}
+
+fn order(id: &str) -> String {
+    json!({"id": id, "email": "  Ada@Example.COM ", "total": 12.5}).to_string()
+}
+
+#[tokio::test]
+async fn aws_signed_webhook_is_delivered_as_mapped_and_a_duplicate_once() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 5).await;
+
+    let body = order("o-1");
+    let (status, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    assert_eq!((status, resp["status"].as_str()), (200, Some("accepted")), "{resp}");
+    let id = resp["event_id"].as_str().expect("event id").to_string();
+    // The same webhook again (a sender's retry): acknowledged with the first id, not stored.
+    let (status, again) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    assert_eq!(
+        (status, again["status"].as_str(), again["event_id"].as_str()),
+        (200, Some("duplicate"), Some(id.as_str()))
+    );
+    // A forged one is refused with the same JSON error as `hub serve` gives.
+    let (status, err) = aws.webhook("apigw-v2-post.json", &body, "sha256=00").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("signature_invalid")), "{err}");
+    // Through a Function URL event as well.
+    let body2 = order("o-2");
+    let (status, resp2) = aws.webhook("function-url-post.json", &body2, &sign(body2.as_bytes())).await;
+    assert_eq!((status, resp2["status"].as_str()), (200, Some("accepted")));
+    // The router's own 404 for other paths, JSON like locally.
+    let app = hub_lambda::ingest_app(aws.shell.clone());
+    let (status, nf) = Aws::invoke(app, "apigw-v2-post.json", "POST", "/nope", "{}", &[]).await;
+    assert_eq!((status, nf["error"]["code"].as_str()), (404, Some("not_found")));
+
+    aws.pump_until(30, async || dest.received().len() >= 2).await;
+    // Nothing else arrives: the duplicate was never queued.
+    for _ in 0..3 {
+        aws.pump_once().await;
+    }
+    let got = dest.received();
+    assert_eq!(got.len(), 2, "one delivery per distinct webhook");
+    let mut bodies: Vec<Value> = got.iter().map(|r| r.json()).collect();
+    bodies.sort_by_key(|b| b["order"].as_str().map(str::to_string));
+    assert_eq!(bodies[0], json!({"order": "o-1", "email": "ada@example.com", "total": 12.5}));
+    assert_eq!(bodies[1]["order"], json!("o-2"));
+    let ev = aws.event(&id).await;
+    assert_eq!(ev.status(), EventStatus::Delivered);
+    assert_eq!(ev.remote_addr.as_deref(), Some("203.0.113.7"), "the client address from the request context");
+    assert!(aws.dlq_bodies().await.is_empty());
+}
+
+#[tokio::test]
+async fn aws_failing_destination_is_retried_then_redriven_to_the_dlq() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    dest.script(&[], 503);
+    // The route would try 10 times; the queue hands a message over 3 times.
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 10), 3).await;
+    let body = order("o-3");
+    let (status, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    assert_eq!(status, 200, "{resp}");
+    let id = resp["event_id"].as_str().expect("id").to_string();
+
+    let mut dlq = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dlq.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no message reached the DLQ; destination got {}",
+            dest.received().len()
+        );
+        aws.pump_once().await;
+        dlq = aws.dlq_bodies().await;
+    }
+    let got = dest.received();
+    assert_eq!(got.len(), 3, "one attempt per receive, up to the redrive limit");
+    let keys: Vec<_> = got.iter().map(|r| r.header("idempotency-key")).collect();
+    assert!(keys[0].is_some() && keys.iter().all(|k| *k == keys[0]), "same Idempotency-Key on every attempt");
+    let ev = aws.event(&id).await;
+    let d = &ev.current_deliveries()[0];
+    assert_eq!((d.status, d.attempts, d.last_status), (DeliveryStatus::Dead, 3, Some(503)));
+    assert!(d.last_error.as_deref().unwrap_or("").contains("dead-letter queue"), "{:?}", d.last_error);
+    assert_eq!(ev.status(), EventStatus::Dead);
+    let job: Value = serde_json::from_str(&dlq[0]).expect("job JSON");
+    assert_eq!(job, json!({"job": "attempt", "event": id, "delivery": d.id}));
+    // Retries were spaced by the route's schedule (1 s), not hammered.
+    assert!(ev.deliveries[0].last_attempt_at.expect("tried").0 - d.created_at.0 >= 2_000);
+
+    // After the destination recovers, a replay (admin function) delivers it.
+    dest.script(&[], 200);
+    let (status, r) = aws.admin("POST", &format!("/admin/events/{id}/replay"), "").await;
+    assert_eq!((status, r["status"].as_str()), (200, Some("queued")), "{r}");
+    aws.pump_until(30, async || dest.received().len() >= 4).await;
+    aws.pump_until(10, async || aws.event(&id).await.status() == EventStatus::Delivered).await;
+}
+
+#[tokio::test]
+async fn aws_route_that_gives_up_first_moves_its_message_to_the_dlq() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    dest.script(&[], 500);
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 2), 10).await;
+    let body = order("o-4");
+    let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    let id = resp["event_id"].as_str().expect("id").to_string();
+    let mut dlq = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dlq.is_empty() {
+        assert!(Instant::now() < deadline, "no message reached the DLQ");
+        aws.pump_once().await;
+        dlq = aws.dlq_bodies().await;
+    }
+    assert_eq!(dest.received().len(), 2);
+    let d = aws.event(&id).await.current_deliveries()[0].clone();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Dead, 2));
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("gave up after 2 attempts; moved to the dead-letter queue")
+    );
+    // The message left the main queue.
+    assert_eq!(aws.pump_once().await, 0);
+}
+
+#[tokio::test]
+async fn aws_admin_pushes_mappings_lists_events_and_the_tick_sweeps_lost_jobs() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 5).await;
+    let (status, v) = aws.admin("GET", "/admin/mappings", "").await;
+    assert_eq!((status, v["version"].as_u64()), (200, Some(1)), "{v}");
+
+    // A broken set is refused with file:line:col and nothing changes.
+    let broken = json!({"files": {"shop.yaml": "source:\n  id: shop\n  bogus: 1\nroutes: []\n"}}).to_string();
+    let (status, err) = aws.admin("POST", "/admin/mappings", &broken).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_mapping")), "{err}");
+    assert!(err["error"]["message"].as_str().unwrap_or("").contains("shop.yaml:3:"), "{err}");
+    // A good one becomes version 2 and is in force at once: the route now goes to /v2.
+    let v2 = json!({"files": {"shop.yaml": shop_mapping(&dest.url("/v2"), 5)}}).to_string();
+    let (status, ok) = aws.admin("POST", "/admin/mappings", &v2).await;
+    assert_eq!((status, ok["version"].as_u64()), (200, Some(2)), "{ok}");
+
+    let body = order("o-5");
+    let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    let id = resp["event_id"].as_str().expect("id").to_string();
+    // The queue loses the message (purged): the event is stored and its dispatch still due.
+    aws.clients.sqs.purge_queue().queue_url(&aws.queue_url).send().await.expect("purge");
+    assert_eq!(aws.pump_once().await, 0);
+    let report = hub_lambda::tick(&aws.shell).await.expect("tick");
+    assert_eq!(report.swept, 1, "{report:?}");
+    aws.pump_until(30, async || !dest.received().is_empty()).await;
+    assert_eq!(dest.received()[0].path, "/v2");
+
+    let (status, list) = aws.admin("GET", "/admin/events?limit=10", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["id"].as_str(), Some(id.as_str()));
+    let (status, shown) = aws.admin("GET", &format!("/admin/events/{id}?body=true"), "").await;
+    assert_eq!((status, shown["body"].as_str()), (200, Some(body.as_str())));
+    let (status, _) = aws.admin("GET", "/admin/events/evt_missing", "").await;
+    assert_eq!(status, 404);
+
+    // `hub mappings push` (the CLI, environment pointing at the emulators) stores version 3;
+    // a broken directory pushes nothing.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("shop.yaml"), shop_mapping(&dest.url("/v3"), 5)).expect("write");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let (code, out) = hub_cli(&["mappings", "push", "--store", "dynamodb", "--table", &aws.table, d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pushed mapping set version 3 (1 files)"), "{out}");
+    std::fs::write(dir.path().join("bad.yaml"), "source: {id: x}\nroutes: [{id: r}]\n").expect("write");
+    let (code, out) = hub_cli(&["mappings", "push", "--table", &aws.table, d]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bad.yaml:2:") && out.contains("nothing pushed"), "{out}");
+    let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
+    assert_eq!(repo.current_version().await.expect("version"), 3);
+    assert_eq!(repo.load(3).await.expect("files")[0].0, "shop.yaml");
+    // The functions pick it up on their next check.
+    aws.shell.refresh().await;
+    assert_eq!(aws.shell.mappings_version(), 3);
+}

@@ -186,7 +186,7 @@ mod tests {
         let s = settings(&[("HUB_TABLE", "t"), ("HUB_SECRETS_ID", "")]).unwrap();
         assert_eq!(
             (s.max_receive, s.secrets_id, s.retention),
-            (10, None, Some(Duration::from_secs(30 * 86_400)))
+            (15, None, Some(Duration::from_secs(30 * 86_400)))
         );
         let e = settings(&[("HUB_TABLE", "t"), ("HUB_MAX_RECEIVE_COUNT", "ten")]).unwrap_err();
         assert!(e.to_string().contains("HUB_MAX_RECEIVE_COUNT=`ten`"));

@@ -71,6 +71,7 @@ routes:
 struct Aws {
     clients: Clients,
     shell: Shell,
+    settings: hub_aws::Settings,
     table: String,
     queue_url: String,
     dlq_url: String,
@@ -146,10 +147,16 @@ impl Aws {
             ..Default::default()
         })
         .expect("forwarder");
-        let shell = Shell::build(settings, &clients, Arc::new(forwarder), Arc::new(SystemClock))
+        let shell = Shell::build(settings.clone(), &clients, Arc::new(forwarder), Arc::new(SystemClock))
             .await
             .expect("cold start");
-        Aws { clients, shell, table, queue_url, dlq_url }
+        Aws { clients, shell, settings, table, queue_url, dlq_url }
+    }
+
+    /// A second cold start with these settings.
+    async fn cold_start(&self, settings: hub_aws::Settings) -> anyhow::Result<Shell> {
+        let forwarder = HttpForwarder::new(ForwarderConfig::default()).expect("forwarder");
+        Shell::build(settings, &self.clients, Arc::new(forwarder), Arc::new(SystemClock)).await
     }
 
     /// Invokes an HTTP function the way `lambda_http::run` does, with an event fixture whose
@@ -451,4 +458,29 @@ async fn aws_admin_pushes_mappings_lists_events_and_the_tick_sweeps_lost_jobs() 
     // The functions pick it up on their next check.
     aws.shell.refresh().await;
     assert_eq!(aws.shell.mappings_version(), 3);
+}
+
+#[tokio::test]
+async fn aws_bad_configuration_fails_the_cold_start_and_a_bad_reload_keeps_the_running_set() {
+    let Some(clients) = clients().await else { return };
+    let aws = Aws::deploy(clients, &shop_mapping("https://crm.example/x", 1), 3).await;
+    // A pushed set whose secret the deployment does not have: a new instance refuses to start
+    // (naming the file and the secret); the running one keeps its set.
+    let bad = shop_mapping("https://crm.example/x", 1).replace("env:SHOP_SECRET", "env:NOT_DEPLOYED");
+    let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
+    assert_eq!(repo.push(&[("shop.yaml".into(), bad)], 0).await.expect("push"), 2);
+    let err = format!("{:#}", aws.cold_start(aws.settings.clone()).await.err().expect("cold start fails"));
+    assert!(err.contains("shop.yaml:") && err.contains("NOT_DEPLOYED"), "{err}");
+    aws.shell.refresh().await;
+    assert_eq!(aws.shell.mappings_version(), 1, "the running instance keeps the set that works");
+    assert!(aws.shell.hub().mappings().source("shop").is_some());
+
+    let mut no_queue = aws.settings.clone();
+    no_queue.queue_url = None;
+    let err = format!("{:#}", aws.cold_start(no_queue).await.err().expect("fails"));
+    assert!(err.contains("HUB_QUEUE_URL"), "{err}");
+    let mut no_secret = aws.settings.clone();
+    no_secret.secrets_id = Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:missing".into());
+    let err = format!("{:#}", aws.cold_start(no_secret).await.err().expect("fails"));
+    assert!(err.contains("loading secrets"), "{err}");
 }

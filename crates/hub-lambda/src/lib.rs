@@ -69,13 +69,13 @@ impl Shell {
         forwarder: Arc<dyn Forwarder>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
         let secrets: Arc<dyn SecretSource> =
             Arc::new(clients.secrets(&settings).await.context("loading secrets from Secrets Manager")?);
         let repo = MappingRepo::new(clients.dynamodb.clone(), settings.table.clone());
         let (live, set) = LiveMappings::load(repo.clone(), secrets.clone(), settings.mappings_refresh)
             .await
             .context("loading the mapping set")?;
-        let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
         let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
         let store = clients.store(&settings);
         let hub =

@@ -10,6 +10,7 @@ use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use hub_aws::Clients;
 use hub_aws::mappings::MappingRepo;
+use hub_aws::testing::{emulator_clients as clients, unique};
 use hub_core::event::{DeliveryStatus, EventStatus};
 use hub_core::ids::EventId;
 use hub_core::time::{Clock, SystemClock};
@@ -28,23 +29,6 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixture
 fn fixture(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture");
     serde_json::from_str(&text).expect("fixture JSON")
-}
-
-/// `None` when the emulators are not running (outside CI; under CI that fails the test).
-async fn clients() -> Option<Clients> {
-    if std::env::var_os("HUB_TEST_DYNAMODB").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "HUB_TEST_DYNAMODB is not set: run the tests through scripts/test, which starts DynamoDB Local and moto"
-        );
-        eprintln!("skipped: the AWS emulators are not running (scripts/test starts them)");
-        return None;
-    }
-    Some(Clients::from_env().await)
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 fn shop_mapping(dest: &str, max_attempts: u32) -> String {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, Put, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+    Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use bytes::Bytes;
 use hub_core::event::{DeliveryRecord, DeliveryStatus, EventRecord, EventStatus};
@@ -255,17 +255,7 @@ impl DynamoStore {
     }
 
     async fn load_meta(&self, id: &EventId) -> Result<Option<(Meta, u64)>, StoreError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(event_pk(id)))
-            .key("sk", s(EVENT_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(sdk_error(&e)))?;
-        out.item.as_ref().map(parse_meta).transpose()
+        self.get(event_pk(id), EVENT_SK).await?.as_ref().map(parse_meta).transpose()
     }
 
     /// Writes the event item if its version is still `version` (and, with `extra`, the other
@@ -349,38 +339,22 @@ impl DynamoStore {
     }
 
     async fn batch_put(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<(), StoreError> {
-        for chunk in items.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(unavailable)
-                })
-                .collect::<Result<_, _>>()?;
-            let mut backoff = Duration::from_millis(50);
-            for _ in 0..MAX_TRIES {
-                let out = self
-                    .ddb
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(sdk_error(&e)))?;
-                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            if !pending.is_empty() {
-                return Err(unavailable("DynamoDB kept throttling a batch write"));
-            }
-        }
-        Ok(())
+        Ok(crate::batch_put(&self.ddb, &self.table, items).await?)
+    }
+
+    /// One item by key, read consistently.
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(sdk_error(&e)))?;
+        Ok(out.item)
     }
 
     async fn query_all(
@@ -585,17 +559,8 @@ impl Store for DynamoStore {
                         None => {
                             // The old item was not returned: read it.
                             let (key, _) = ev.dedup.as_ref().ok_or_else(|| corrupt("dedup vanished"))?;
-                            let out = self
-                                .ddb
-                                .get_item()
-                                .table_name(&self.table)
-                                .key("pk", s(Self::dedup_pk(&ev.source, key)))
-                                .key("sk", s("dedup"))
-                                .consistent_read(true)
-                                .send()
-                                .await
-                                .map_err(|e| unavailable(sdk_error(&e)))?;
-                            let Some(orig) = out.item.as_ref().and_then(|it| get_s(it, "event_id")) else {
+                            let item = self.get(Self::dedup_pk(&ev.source, key), "dedup").await?;
+                            let Some(orig) = item.as_ref().and_then(|it| get_s(it, "event_id")) else {
                                 return Err(unavailable("dedup key changed while accepting; retry"));
                             };
                             EventId::new(orig)
@@ -617,17 +582,7 @@ impl Store for DynamoStore {
     }
 
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(event_pk(id)))
-            .key("sk", s(BODY_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(sdk_error(&e)))?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = self.get(event_pk(id), BODY_SK).await? else { return Ok(None) };
         if let Some(AttributeValue::B(b)) = item.get("data") {
             return Ok(Some(Bytes::copy_from_slice(b.as_ref())));
         }

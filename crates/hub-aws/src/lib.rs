@@ -37,6 +37,7 @@ pub mod dynamo;
 pub mod mappings;
 pub mod secrets;
 pub mod sqs;
+pub mod testing;
 
 use std::time::Duration;
 
@@ -56,6 +57,47 @@ impl AwsError {
     pub fn build(e: impl std::fmt::Display) -> Self {
         AwsError::Build(e.to_string())
     }
+}
+
+/// Puts items in batches of 25, retrying what DynamoDB leaves unprocessed (throttling) with
+/// exponential backoff.
+pub async fn batch_put(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+) -> Result<(), AwsError> {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    for chunk in items.chunks(25) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item.clone()))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(AwsError::build)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut backoff = Duration::from_millis(50);
+        for _ in 0..8 {
+            let out = ddb
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| AwsError::Call(sdk_error(&e)))?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        if !pending.is_empty() {
+            return Err(AwsError::Call("DynamoDB kept throttling a batch write".into()));
+        }
+    }
+    Ok(())
 }
 
 /// An SDK error with its whole chain of causes on one line.

@@ -7,7 +7,7 @@
 
 use crate::{AwsError, sdk_error};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use hub_core::mapping::MappingSet;
 use hub_core::pipeline::Hub;
 use hub_core::secret::SecretSource;
@@ -72,38 +72,17 @@ impl MappingRepo {
         }
         let current = self.current_version().await?;
         let next = current + 1;
-        let requests: Vec<WriteRequest> = files
+        let items = files
             .iter()
             .map(|(name, text)| {
-                PutRequest::builder()
-                    .item("pk", AttributeValue::S(version_pk(next)))
-                    .item("sk", AttributeValue::S(format!("file#{name}")))
-                    .item("text", AttributeValue::S(text.clone()))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(AwsError::build)
+                HashMap::from([
+                    ("pk".to_string(), AttributeValue::S(version_pk(next))),
+                    ("sk".to_string(), AttributeValue::S(format!("file#{name}"))),
+                    ("text".to_string(), AttributeValue::S(text.clone())),
+                ])
             })
-            .collect::<Result<_, _>>()?;
-        for chunk in requests.chunks(25) {
-            let mut pending = chunk.to_vec();
-            for _ in 0..8 {
-                let out = self
-                    .ddb
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::Call(sdk_error(&e)))?;
-                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if !pending.is_empty() {
-                return Err(AwsError::Call("DynamoDB kept throttling the push".into()));
-            }
-        }
+            .collect();
+        crate::batch_put(&self.ddb, &self.table, items).await?;
         let r = self
             .ddb
             .put_item()

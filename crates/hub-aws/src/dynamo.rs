@@ -377,6 +377,26 @@ impl DynamoStore {
         }
     }
 
+    /// Items of one `due` index partition due at or before `now`, earliest first.
+    async fn due_by(
+        &self,
+        partition: String,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        self.query_all(
+            |b| {
+                b.index_name(INDEX_DUE)
+                    .key_condition_expression("due_pk = :pk AND due_sk < :bound")
+                    .expression_attribute_values(":pk", s(partition.clone()))
+                    .expression_attribute_values(":bound", s(due_bound(now.0)))
+                    .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            },
+            limit,
+        )
+        .await
+    }
+
     /// Event ids newest first from one index partition.
     async fn list_partition(
         &self,
@@ -621,18 +641,7 @@ impl Store for DynamoStore {
     async fn due_jobs(&self, now: UnixMillis, limit: usize) -> Result<Vec<Job>, StoreError> {
         let mut due: Vec<(u64, Job)> = Vec::new();
         for shard in 0..SHARDS {
-            let items = self
-                .query_all(
-                    |b| {
-                        b.index_name(INDEX_DUE)
-                            .key_condition_expression("due_pk = :pk AND due_sk < :bound")
-                            .expression_attribute_values(":pk", s(format!("due#{shard}")))
-                            .expression_attribute_values(":bound", s(due_bound(now.0)))
-                            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-                    },
-                    limit,
-                )
-                .await?;
+            let items = self.due_by(format!("due#{shard}"), now, limit).await?;
             for item in &items {
                 let (meta, _) = parse_meta(item)?;
                 due.extend(meta.jobs_due(&meta.record.id, now.0));
@@ -763,17 +772,7 @@ impl Store for DynamoStore {
     async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError> {
         let mut purged = 0;
         for shard in 0..SHARDS {
-            let items = self
-                .query_all(
-                    |b| {
-                        b.index_name(INDEX_DUE)
-                            .key_condition_expression("due_pk = :pk AND due_sk < :bound")
-                            .expression_attribute_values(":pk", s(format!("dedup#{shard}")))
-                            .expression_attribute_values(":bound", s(due_bound(now.0)))
-                    },
-                    usize::MAX,
-                )
-                .await?;
+            let items = self.due_by(format!("dedup#{shard}"), now, usize::MAX).await?;
             for item in items {
                 let Some(pk) = get_s(&item, "pk") else { continue };
                 // Deleted only if still expired: a key reused meanwhile is kept.

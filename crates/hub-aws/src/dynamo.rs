@@ -204,7 +204,48 @@ fn condition_failure(
     )
 }
 
+/// Whether a transaction was cancelled because another one touched the same item meanwhile
+/// (worth sending again).
+fn is_conflict(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+    >,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error() {
+        Some(E::TransactionCanceledException(tc)) => {
+            tc.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))
+        }
+        _ => false,
+    }
+}
+
+type TransactResult = Result<
+    (),
+    aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+    >,
+>;
+
 impl DynamoStore {
+    /// One transaction, sent again (a few times, with backoff) while it only conflicts with
+    /// another transaction on the same items.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> TransactResult {
+        let mut backoff = Duration::from_millis(20);
+        let mut tries = 0;
+        loop {
+            match self.ddb.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_conflict(&e) && tries < 4 => {
+                    tries += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub fn new(ddb: Client, table: impl Into<String>, blobs: Blobs, retention: Option<Duration>) -> Self {
         Self { ddb, table: table.into(), blobs, retention }
     }
@@ -276,8 +317,8 @@ impl DynamoStore {
             .map_err(unavailable)?;
         let mut items = extra;
         items.push(TransactWriteItem::builder().put(put).build());
-        match self.ddb.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(true),
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
             Err(e) if condition_failure(&e).is_some() => Ok(false),
             Err(e) => Err(unavailable(sdk_error(&e))),
         }
@@ -569,8 +610,8 @@ impl Store for DynamoStore {
             Put::builder().table_name(&self.table).set_item(Some(body_item)).build().map_err(unavailable)?;
         items.push(TransactWriteItem::builder().put(body_put).build());
 
-        match self.ddb.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Acceptance::Accepted(id)),
+        match self.transact(items).await {
+            Ok(()) => Ok(Acceptance::Accepted(id)),
             Err(e) => match condition_failure(&e) {
                 Some(reasons) if ev.dedup.is_some() => {
                     let first = reasons.into_iter().next().flatten();

@@ -50,7 +50,7 @@ fn delivery(route: &str, at: u64) -> DeliveryRecord {
 }
 
 /// How many stores [`run_all`] asks `fresh` for.
-pub const CHECKS: usize = 10;
+pub const CHECKS: usize = 11;
 
 /// Runs every check, each on a store made by `fresh`.
 pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
@@ -64,6 +64,7 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
     purge_forgets_expired_dedup_keys(&fresh()).await;
     jobs_that_ran_already_change_nothing(&fresh()).await;
     large_bodies_round_trip(&fresh()).await;
+    concurrent_duplicates_are_accepted_once(&fresh()).await;
 }
 
 pub async fn accept_stores_event_body_and_queues_dispatch<S: Store>(s: &S) {
@@ -272,4 +273,24 @@ pub async fn large_bodies_round_trip<S: Store>(s: &S) {
     assert_eq!(rec.deliveries.len(), 151, "a fan-out of many deliveries is kept whole");
     assert_eq!(rec.deliveries[0], d, "deliveries keep their order and content");
     assert_eq!(s.due_jobs(UnixMillis(1_000), 1_000).await.unwrap().len(), 151);
+}
+
+/// A sender's retries racing each other: exactly one is accepted, the others are told its id.
+pub async fn concurrent_duplicates_are_accepted_once<S: Store>(s: &S) {
+    use futures_util::future::join;
+    let evs: Vec<NewEvent> = (0..4).map(|i| new_event("src", Some("race"), 1_000 + i)).collect();
+    let [a, b, c, d] = <[NewEvent; 4]>::try_from(evs).expect("four events");
+    let ((ra, rb), (rc, rd)) = join(join(s.accept(a), s.accept(b)), join(s.accept(c), s.accept(d))).await;
+    let results = [ra.unwrap(), rb.unwrap(), rc.unwrap(), rd.unwrap()];
+    let accepted: Vec<_> = results
+        .iter()
+        .filter_map(|r| if let Acceptance::Accepted(id) = r { Some(id.clone()) } else { None })
+        .collect();
+    assert_eq!(accepted.len(), 1, "{results:?}");
+    for r in &results {
+        if let Acceptance::Duplicate(id) = r {
+            assert_eq!(id, &accepted[0]);
+        }
+    }
+    assert_eq!(s.due_jobs(UnixMillis(10_000), 10).await.unwrap().len(), 1, "one dispatch queued");
 }

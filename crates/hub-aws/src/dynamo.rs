@@ -22,7 +22,6 @@ use hub_core::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use tracing::warn;
 
 /// Partitions of the `by_time` and `due` indexes: spreads their writes (a GSI partition takes
 /// about 1,000 writes/s) at the price of one query per shard when reading.
@@ -62,20 +61,13 @@ struct Meta {
     record: EventRecord,
     /// When the queued dispatch is due; `None` when no dispatch is queued.
     dispatch_due: Option<u64>,
-    /// Committed dispatches, oldest first: only their delivery items belong to the event.
-    runs: Vec<Run>,
+    /// Tokens of the committed dispatches, in commit order: only their delivery items belong
+    /// to the event, and this order is the deliveries' order.
+    runs: Vec<String>,
     /// Deliveries not final yet (of any dispatch): their attempt jobs.
     open: BTreeMap<String, Open>,
     /// The latest dispatch's deliveries and their statuses, for the event's status.
     current: Vec<(String, DeliveryStatus)>,
-    next_slot: u32,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Run {
-    token: String,
-    first_slot: u32,
-    count: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -490,19 +482,21 @@ impl DynamoStore {
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
-            let Some(token) = sk.rsplit('#').next() else { continue };
-            if !meta.runs.iter().any(|r| r.token == token) {
+            // `dlv#<run token>#<index>`
+            let token = sk.strip_prefix("dlv#").and_then(|r| r.split_once('#')).map(|(t, _)| t);
+            let Some(run) = token.and_then(|t| meta.runs.iter().position(|r| r == t)) else {
                 continue; // written by a dispatch that lost a race or crashed: not part of the event
-            }
+            };
             let doc = match (get_s(item, "doc"), get_s(item, "s3_key")) {
                 (Some(d), _) => Bytes::copy_from_slice(d.as_bytes()),
                 (None, Some(key)) => self.blobs.get(key).await?,
                 (None, None) => return Err(corrupt(format!("{sk} of {id} has no content"))),
             };
-            out.push(serde_json::from_slice::<DeliveryRecord>(&doc).map_err(corrupt)?);
+            out.push((run, serde_json::from_slice::<DeliveryRecord>(&doc).map_err(corrupt)?));
         }
-        // Items come sorted by sk, whose slot number is the delivery's creation order.
-        Ok(out)
+        // Items come sorted by sk (index order within a run); runs go in commit order.
+        out.sort_by_key(|(run, _)| *run);
+        Ok(out.into_iter().map(|(_, d)| d).collect())
     }
 
     async fn record(&self, meta: Meta) -> Result<EventRecord, StoreError> {
@@ -573,7 +567,6 @@ impl Store for DynamoStore {
             runs: Vec::new(),
             open: BTreeMap::new(),
             current: Vec::new(),
-            next_slot: 0,
         };
         let mut items = Vec::with_capacity(3);
         if let Some((key, until)) = &ev.dedup {
@@ -731,12 +724,10 @@ impl Store for DynamoStore {
         // only once the event item lists the token, so a run that loses a race or crashes
         // leaves items nobody reads (they expire with the event).
         let token = uuid::Uuid::now_v7().simple().to_string();
-        let first_slot = meta.next_slot;
         let mut items = Vec::with_capacity(deliveries.len());
         let mut placed = Vec::with_capacity(deliveries.len());
         for (i, d) in deliveries.iter().enumerate() {
-            let slot = first_slot + u32::try_from(i).map_err(corrupt)?;
-            let sk = format!("dlv#{slot:08}#{token}");
+            let sk = format!("dlv#{token}#{i:05}");
             let doc = self.delivery_doc(id, d).await?;
             items.push(self.delivery_item(id, &sk, doc, meta.record.received_at));
             placed.push(sk);
@@ -752,13 +743,7 @@ impl Store for DynamoStore {
             m.record.dispatched_at = Some(at);
             m.record.dispatch_error = error.clone();
             m.record.latest_count = count;
-            m.runs.push(Run { token: token.clone(), first_slot: m.next_slot, count });
-            if m.next_slot != first_slot {
-                // Slots are only for ordering; a concurrent run cannot have committed (it
-                // would have cleared the dispatch), so this is unreachable in practice.
-                warn!(event = %id, "dispatch slots moved while writing");
-            }
-            m.next_slot = first_slot + count;
+            m.runs.push(token.clone());
             m.current = deliveries.iter().map(|d| (d.id.to_string(), d.status)).collect();
             for (d, sk) in deliveries.iter().zip(&placed) {
                 if !d.status.is_final() {
@@ -773,16 +758,11 @@ impl Store for DynamoStore {
 
     async fn save_attempt(&self, id: &EventId, d: DeliveryRecord) -> Result<bool, StoreError> {
         let did = d.id.to_string();
-        let Some((meta, _)) = self.load_meta(id).await? else { return Ok(false) };
-        let Some(open) = meta.open.get(&did) else {
-            // Final already (or never queued): nothing changes.
-            return Ok(false);
-        };
         let doc = self.delivery_doc(id, &d).await?;
-        let item = self.delivery_item(id, &open.sk, doc, meta.record.received_at);
         self.update_meta(id, false, |m| {
+            // Not open: final already (or never queued), nothing changes.
             let Some(open) = m.open.get_mut(&did) else { return Ok(Err(false)) };
-            let sk = open.sk.clone();
+            let item = self.delivery_item(id, &open.sk, doc.clone(), m.record.received_at);
             match (d.status.is_final(), d.next_attempt_at) {
                 (false, Some(at)) => open.due = at.0,
                 (false, None) => {}
@@ -793,8 +773,6 @@ impl Store for DynamoStore {
             if let Some(c) = m.current.iter_mut().find(|(x, _)| *x == did) {
                 c.1 = d.status;
             }
-            let mut item = item.clone();
-            item.insert("sk".into(), s(sk));
             let put =
                 Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(unavailable)?;
             Ok(Ok((true, vec![TransactWriteItem::builder().put(put).build()])))

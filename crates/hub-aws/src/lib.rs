@@ -21,7 +21,7 @@
 //! |-----------|-------------------------|-----------------------------|------------|
 //! | event     | `evt#<event id>`        | `event`                     | `doc` (JSON: the record without deliveries, the queued dispatch, open deliveries with their due times, the latest dispatch's statuses, committed dispatch runs), `version` (optimistic lock), `source`, `status`, index keys, `ttl` |
 //! | body      | `evt#<event id>`        | `body`                      | `data` (B) when ≤ 300 KB, else `s3_key` → `bodies/<event id>` in the bodies bucket; `ttl` |
-//! | delivery  | `evt#<event id>`        | `dlv#<slot:08>#<run token>` | `doc` (JSON delivery record incl. the rendered request) or `s3_key` when > 300 KB; `ttl` |
+//! | delivery  | `evt#<event id>`        | `dlv#<run token>#<index:05>` | `doc` (JSON delivery record incl. the rendered request) or `s3_key` when > 300 KB; `ttl` |
 //! | dedup key | `dedup#<source>#<key>`  | `dedup`                     | `event_id`, `until` (ms), `ttl`, `due_pk`/`due_sk` (expiry index) |
 //! | mappings  | `mappings`              | `current`                   | `version`, `pushed_at`, `files` |
 //! | mapping file | `mappings#v<version:010>` | `file#<name>`          | `text` |

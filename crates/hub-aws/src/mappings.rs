@@ -205,7 +205,13 @@ impl LiveMappings {
         self.refresh_now(hub).await;
     }
 
-    pub async fn refresh_now(&self, hub: &Hub) {
+    /// Puts `set`, compiled from `version`, in force (also right after a push from here).
+    pub fn install(&self, hub: &Hub, version: u64, set: MappingSet) {
+        hub.set_mappings(Arc::new(set));
+        self.version.store(version, Ordering::Relaxed);
+    }
+
+    async fn refresh_now(&self, hub: &Hub) {
         let latest = match self.repo.current_version().await {
             Ok(v) => v,
             Err(e) => return error!(error = %e, "cannot check the mapping version; keeping the current set"),
@@ -222,8 +228,7 @@ impl LiveMappings {
                     sources = set.sources.len(),
                     "mapping set reloaded"
                 );
-                hub.set_mappings(Arc::new(set));
-                self.version.store(latest, Ordering::Relaxed);
+                self.install(hub, latest, set);
             }
             Err(e) => {
                 error!(version = latest, error = %e, "new mapping set not loaded; keeping the current one")

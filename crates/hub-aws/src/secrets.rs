@@ -25,23 +25,17 @@ pub async fn load(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<L
         AwsError::Config(format!("secret {id} has no string value (a JSON object is expected)"))
     })?;
     let map: HashMap<String, String> = serde_json::from_str(text).map_err(|e| {
-        AwsError::Config(format!("secret {id} is not a JSON object of strings ({})", e.classify_name()))
+        AwsError::Config(format!("secret {id} is not a JSON object of strings ({})", json_error_kind(&e)))
     })?;
     Ok(LayeredSecrets { primary: MapSecrets(map) })
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    /// The kind of error only: serde's message may quote part of the secret.
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => "values must be strings",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
+/// The kind of a JSON error only: serde's message may quote part of the secret.
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "values must be strings",
+        serde_json::error::Category::Eof => "truncated JSON",
     }
 }

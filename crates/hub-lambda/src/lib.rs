@@ -173,18 +173,19 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
         }
     };
     let files: Vec<(String, String)> = push.files.into_iter().collect();
-    if let Err(diags) = hub_core::mapping::MappingSet::compile(&files, shell.inner.secrets.as_ref()) {
-        let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        let mut r = error_response(&PublicError::new(ErrorCode::InvalidMapping, list.join("\n")));
-        if let Ok(v) = serde_json::to_value(&list) {
-            r = (r.status(), Json(json!({"error": {"code": "invalid_mapping", "message": list.join("\n"), "diagnostics": v}})))
-                .into_response();
+    let set = match hub_core::mapping::MappingSet::compile(&files, shell.inner.secrets.as_ref()) {
+        Ok(set) => set,
+        Err(diags) => {
+            let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            let e = PublicError::new(ErrorCode::InvalidMapping, list.join("\n"));
+            let mut body = e.to_json();
+            body["error"]["diagnostics"] = json!(list);
+            return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
-        return r;
-    }
+    };
     match shell.inner.repo.push(&files, shell.hub().clock.now().0).await {
         Ok(version) => {
-            shell.inner.live.refresh_now(shell.hub()).await;
+            shell.inner.live.install(shell.hub(), version, set);
             info!(version, files = files.len(), "mapping set pushed");
             Json(json!({"status": "pushed", "version": version, "files": files.len()})).into_response()
         }

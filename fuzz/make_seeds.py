@@ -2,10 +2,10 @@
 """Builds the fuzz seed corpora.
 
   fuzz/corpus/<target>/        small committed seed set (a handful of files per target)
-  fuzz/corpus-local/<target>/  gitignored: every real input from the shared corpus and the
+  fuzz/corpus-local/<target>/  gitignored: every real input from the webhook corpus (tests/corpus) and the
                                mapping files, plus whatever libFuzzer adds during runs
 
-Usage: python3 fuzz/make_seeds.py [--shared /work/shared/corpus] [--mappings mappings]
+Usage: python3 fuzz/make_seeds.py [--corpus tests/corpus] [--mappings mappings]
 Re-running overwrites the seeds it writes and leaves libFuzzer's own files alone.
 """
 import argparse
@@ -101,7 +101,7 @@ SIG_SYNTH = {
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shared", default="/work/shared/corpus")
+    ap.add_argument("--corpus", dest="shared", default="tests/corpus")
     ap.add_argument("--mappings", default=str(HERE.parent / "mappings"))
     args = ap.parse_args()
     shared, mappings = Path(args.shared), Path(args.mappings)

@@ -34,7 +34,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 
 /// SendGrid's public verification key (base64 DER, P-256), from the corpus manifest
-/// (`/work/shared/corpus/manifest.json`, sendgrid signature cases).
+/// (`tests/corpus/manifest.json`, sendgrid signature cases).
 const SENDGRID_KEY: &str =
     "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
 

@@ -1,4 +1,4 @@
-//! Conformance with the shared webhook corpus (`../shared/corpus/manifest.json`): every
+//! Conformance with the webhook corpus kept in `tests/corpus/` (`manifest.json`): every
 //! signature case gives its expected verdict through the provider presets, and every payload
 //! case parses. Case data is read from the manifest; nothing here names a case.
 
@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus")
 }
 
 fn manifest() -> Vec<Value> {
     let text =
-        std::fs::read_to_string(corpus().join("manifest.json")).expect("corpus manifest beside the repo");
+        std::fs::read_to_string(corpus().join("manifest.json")).expect("tests/corpus/manifest.json");
     let m: Value = serde_json::from_str(&text).expect("manifest JSON");
     m["cases"].as_array().expect("cases").clone()
 }

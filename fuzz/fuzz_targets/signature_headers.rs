@@ -66,13 +66,19 @@ fn default_secret(p: &Preset) -> &'static str {
     }
 }
 
-/// The preset with its documented tolerance and, if it has one, without.
+/// The preset with its documented tolerance and, if it has one, without; plus its older
+/// signature versions (HubSpot v1/v2) when it has them.
 fn build(p: &Preset, secret: &str) -> Vec<Verifier> {
     let mut tolerances = vec![p.tolerance];
     if p.tolerance.is_some() {
         tolerances.push(None);
     }
-    tolerances.into_iter().filter_map(|t| p.verifier(vec![Secret::new(secret)], t).ok()).collect()
+    let mut built: Vec<Verifier> =
+        tolerances.iter().filter_map(|t| p.verifier(vec![Secret::new(secret)], *t).ok()).collect();
+    if p.has_legacy_signatures() {
+        built.extend(p.legacy_verifier(vec![Secret::new(secret)], p.tolerance).ok());
+    }
+    built
 }
 
 /// Built once: (preset, its verifiers with the default secret / key).

@@ -143,7 +143,7 @@ async fn a_secret_destination_url_is_used_to_send_but_never_stored() {
     std::fs::create_dir_all(&m).expect("mkdir");
     std::fs::write(
         m.join("alert.yaml"),
-        "source:\n  id: alert\nroutes:\n  - id: slack\n    map: {text: \"{{body.msg}}\"}\n    to: {url: env:SLACK_WEBHOOK_URL}\n",
+        "source:\n  id: alert\n  description: internal alerts, unsigned\n  verify: none\nroutes:\n  - id: slack\n    map: {text: \"{{body.msg}}\"}\n    to: {url: env:SLACK_WEBHOOK_URL}\n",
     )
     .expect("write");
     let secret_url = dest.url("/services/T000/B000/very-secret");

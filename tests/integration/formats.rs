@@ -64,7 +64,7 @@ async fn gzip_xml_and_multipart_bodies_are_parsed() {
     std::fs::write(
         m.join("any.yaml"),
         format!(
-            "source:\n  id: any\nroutes:\n  - id: echo\n    map: {{got: $.body}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: any\n  description: test sender, unsigned\n  verify: none\nroutes:\n  - id: echo\n    map: {{got: $.body}}\n    to: {{url: \"{}\"}}\n",
             dest.url("/echo")
         ),
     )
@@ -163,8 +163,43 @@ fn hub_verify_prints_the_verdict_and_exits_accordingly() {
     assert!(out.starts_with("invalid: missing signature header"), "{out}");
 }
 
+#[test]
+fn hub_verify_reads_the_secret_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "Hello, World!").expect("write");
+    let sig = "X-Hub-Signature-256: sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let b = body.to_str().expect("utf8");
+    let args =
+        ["verify", "--provider", "github", "--secret-env", "GH_SECRET", "--header", sig, "--body-file", b];
+    let (code, out, err) = crate::support::hub_cli_env(&args, &[("GH_SECRET", "It's a Secret to Everybody")]);
+    assert_eq!((code, out.trim()), (0, "valid"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (code, _, err) = crate::support::hub_cli_env(&args, &[("GH_SECRET", "")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--secret-env GH_SECRET: variable is empty"), "{err}");
+    let (code, _, err) = crate::support::hub_cli_env(&args, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--secret-env GH_SECRET: variable not set"), "{err}");
+    // The literal flag still works, with a warning on stderr.
+    let literal = [
+        "verify",
+        "--provider",
+        "github",
+        "--secret",
+        "It's a Secret to Everybody",
+        "--header",
+        sig,
+        "--body-file",
+        b,
+    ];
+    let (code, out, err) = crate::support::hub_cli_env(&literal, &[]);
+    assert_eq!((code, out.trim()), (0, "valid"));
+    assert!(err.contains("warning: --secret puts the secret in shell history"), "{err}");
+}
+
 #[tokio::test]
-async fn url_signing_schemes_use_the_forwarded_public_url() {
+async fn url_signing_schemes_verify_against_public_url_not_forwarded_headers() {
     use base64::Engine as _;
     use hmac::{KeyInit, Mac};
     let dir = tempfile::tempdir().expect("tmp");
@@ -174,7 +209,7 @@ async fn url_signing_schemes_use_the_forwarded_public_url() {
     std::fs::write(
         m.join("twilio.yaml"),
         format!(
-            "source:\n  id: sms\n  provider: twilio\n  secret: env:LEAD_SECRET\nroutes:\n  - id: note\n    map: {{from: $.body.From, text: $.body.Body}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: sms\n  provider: twilio\n  secret: env:LEAD_SECRET\n  public_url: https://hooks.example.com/hooks/sms\nroutes:\n  - id: note\n    map: {{from: $.body.From, text: $.body.Body}}\n    to: {{url: \"{}\"}}\n",
             dest.url("/notes")
         ),
     )
@@ -182,24 +217,30 @@ async fn url_signing_schemes_use_the_forwarded_public_url() {
     let hub = Hub::start(&m, &dir.path().join("hub.redb"));
     let body = "Body=Hello+there&From=%2B14155550132&To=%2B14155550100";
     // What Twilio signs: the URL it was configured with (behind a TLS proxy) + sorted params.
-    let public = "https://hooks.example.com/hooks/sms?src=twilio";
-    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(format!("{public}BodyHello thereFrom+14155550132To+14155550100").as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let sign = |url: &str| {
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(format!("{url}BodyHello thereFrom+14155550132To+14155550100").as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
     let client = reqwest::Client::new();
-    let send = |forwarded: bool| {
+    let send = |sig: String, forwarded_host: Option<&str>| {
         let mut r = client
             .post(hub.url("/hooks/sms?src=twilio"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", sig.clone())
+            .header("x-twilio-signature", sig)
             .body(body);
-        if forwarded {
-            r = r.header("x-forwarded-proto", "https").header("x-forwarded-host", "hooks.example.com");
+        if let Some(host) = forwarded_host {
+            r = r.header("x-forwarded-proto", "https").header("x-forwarded-host", host);
         }
         r.send()
     };
-    assert_eq!(send(false).await.expect("send").status(), 401, "the local URL is not what Twilio signed");
-    assert_eq!(send(true).await.expect("send").status(), 200);
+    // A request signed for another endpoint of the same account (same auth token) cannot be
+    // made to match by naming that endpoint's host in X-Forwarded-Host.
+    let elsewhere = sign("https://other.example.com/hooks/sms?src=twilio");
+    let status = send(elsewhere, Some("other.example.com")).await.expect("send").status();
+    assert_eq!(status, 401, "forwarded headers must not choose the signed URL");
+    let here = sign("https://hooks.example.com/hooks/sms?src=twilio");
+    assert_eq!(send(here, None).await.expect("send").status(), 200);
     let got = dest.wait_for(1, 10).await;
     assert_eq!(got[0].json(), json!({"from": "+14155550132", "text": "Hello there"}));
     hub.stop();

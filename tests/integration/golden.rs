@@ -29,14 +29,36 @@ fn validate_reports_file_line_and_reason() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("bad.yaml"),
-        "source:\n  id: bad\nroutes:\n  - id: r\n    map: {a: \"{{shout body.x}}\"}\n    to: {url: \"https://x.test\"}\n",
+        "source:\n  id: bad\n  description: unsigned\n  verify: none\nroutes:\n  - id: r\n    map: {a: \"{{shout body.x}}\"}\n    to: {url: \"https://x.test\"}\n",
     )
     .expect("write");
     let mut out = Vec::new();
     let ok = hub_cli::mappings_cmd::validate(dir.path(), false, &mut out).expect("runs");
     let text = String::from_utf8_lossy(&out);
     assert!(!ok);
-    assert!(text.contains("bad.yaml:5:14: unknown helper `shout`"), "{text}");
+    assert!(text.contains("bad.yaml:7:14: unknown helper `shout`"), "{text}");
     let (code, _) = crate::support::hub_cli(&["mappings", "validate", dir.path().to_str().expect("utf8")]);
     assert_eq!(code, 1);
+}
+
+#[test]
+fn validate_lists_unverified_sources_and_refuses_an_undeclared_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let route = "routes:\n  - id: r\n    map: {a: $.body.a}\n    to: {url: \"https://x.test\"}\n";
+    std::fs::write(
+        dir.path().join("open.yaml"),
+        format!("source:\n  id: open\n  description: the lab printer cannot sign\n  verify: none\n{route}"),
+    )
+    .expect("write");
+    let mut out = Vec::new();
+    assert!(hub_cli::mappings_cmd::validate(dir.path(), false, &mut out).expect("runs"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("unverified: source `open`"), "{text}");
+    assert!(text.contains("accepts requests from anyone"), "{text}");
+
+    std::fs::write(dir.path().join("forgot.yaml"), format!("source:\n  id: forgot\n{route}")).expect("write");
+    let mut out = Vec::new();
+    assert!(!hub_cli::mappings_cmd::validate(dir.path(), false, &mut out).expect("runs"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("forgot.yaml:2:7: source has no verification"), "{text}");
 }

@@ -149,6 +149,8 @@ async fn form_encoded_bodies_nest_and_unmatched_events_are_filtered() {
         format!(
             r#"source:
   id: amo
+  description: a test sender that cannot sign
+  verify: none
 routes:
   - id: status-change
     when: {{path: "$.body.leads.status[0].status_id", eq: 142}}

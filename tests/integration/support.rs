@@ -179,6 +179,17 @@ pub fn hub_cli(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs the `hub` binary with extra environment variables; returns its exit code, stdout and
+/// stderr.
+pub fn hub_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(hub_bin()).args(args).envs(env.iter().copied()).output().expect("run hub");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn sign(body: &[u8]) -> String {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     m.update(body);

@@ -50,7 +50,12 @@ enum Cmd {
         /// Provider preset: stripe, github, svix, twilio, ...
         #[arg(long)]
         provider: String,
-        /// Secret or key (repeatable: any may match, as during a rotation).
+        /// Name of an environment variable holding the secret or key (repeatable: any may
+        /// match, as during a rotation).
+        #[arg(long = "secret-env", value_name = "NAME")]
+        secret_envs: Vec<String>,
+        /// The secret or key itself (repeatable). It lands in shell history and the process
+        /// list: prefer --secret-env.
         #[arg(long = "secret")]
         secrets: Vec<String>,
         /// Request header, 'Name: value' (repeatable).
@@ -213,9 +218,24 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Cmd::Verify { provider, secrets, headers, body_file, url, method, now, tolerance } => {
-            let args =
-                verify_cmd::VerifyArgs { provider, secrets, headers, body_file, url, method, now, tolerance };
+        Cmd::Verify { provider, secret_envs, secrets, headers, body_file, url, method, now, tolerance } => {
+            if !secrets.is_empty() {
+                eprintln!(
+                    "warning: --secret puts the secret in shell history and the process list; \
+                     prefer --secret-env NAME"
+                );
+            }
+            let args = verify_cmd::VerifyArgs {
+                provider,
+                secret_envs,
+                secrets,
+                headers,
+                body_file,
+                url,
+                method,
+                now,
+                tolerance,
+            };
             verify_cmd::run(&args, &mut out)
         }
         Cmd::Replay { event_id, store, server } => {

@@ -17,7 +17,11 @@ pub struct EnvOrPlaceholder;
 
 impl SecretSource for EnvOrPlaceholder {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
-        EnvSecrets.resolve(r).or_else(|| PlaceholderSecrets.resolve(r))
+        // An empty value is as good as unset here; `--require-secrets` and `serve` refuse it.
+        EnvSecrets
+            .resolve(r)
+            .filter(|s| hub_core::secret::is_usable(s.expose()))
+            .or_else(|| PlaceholderSecrets.resolve(r))
     }
 }
 
@@ -31,6 +35,9 @@ pub fn validate(dir: &Path, require_secrets: bool, out: &mut dyn std::io::Write)
         Ok(set) => {
             let routes: usize = set.sources.values().map(|s| s.routes.len()).sum();
             writeln!(out, "ok: {} files, {} sources, {} routes", texts.len(), set.sources.len(), routes)?;
+            for s in set.sources.values().filter(|s| s.is_unverified()) {
+                writeln!(out, "unverified: source `{}` ({}): {}", s.id, s.file, s.openness())?;
+            }
             Ok(true)
         }
         Err(diags) => {
@@ -153,7 +160,7 @@ pub fn render(
     if let Some(t) = env.pointer("/event/type").and_then(|t| t.as_str()) {
         writeln!(out, "event type: {t}")?;
     }
-    if let Some((k, _)) = source.dedup_key(&env, &req.headers) {
+    if let Some((k, _)) = source.dedup_key(&env, &req.headers, &req.body) {
         writeln!(out, "dedup key: {k}")?;
     }
     let rendered = source.evaluate(&env, &req, &mut DeliveryId::generate);

@@ -44,6 +44,9 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>) -> Result<Arc<Hub>> {
         HttpForwarder::new(ForwarderConfig { allow_nets: cfg.allow_nets.clone(), ..Default::default() })?;
     for s in set.sources.values() {
         info!(source = %s.id, routes = s.routes.len(), file = %s.file, "source loaded");
+        if s.is_unverified() {
+            warn!(source = %s.id, file = %s.file, "source is unverified (`verify: none`): {}", s.openness());
+        }
     }
     Ok(Arc::new(Hub::new(
         Arc::new(set),
@@ -60,7 +63,7 @@ struct DevSecrets(std::sync::Mutex<std::collections::HashSet<SecretRef>>);
 
 impl SecretSource for DevSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
-        EnvSecrets.resolve(r).or_else(|| {
+        EnvSecrets.resolve(r).filter(|s| hub_core::secret::is_usable(s.expose())).or_else(|| {
             let mut warned = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if warned.insert(r.clone()) {
                 warn!(secret = %r, "secret not set; --dev uses the placeholder `<{r}>`");

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 pub struct VerifyArgs {
     pub provider: String,
+    /// Environment variables holding secrets (`--secret-env`).
+    pub secret_envs: Vec<String>,
+    /// Secrets given on the command line (`--secret`).
     pub secrets: Vec<String>,
     pub headers: Vec<String>,
     pub body_file: PathBuf,
@@ -26,8 +29,23 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool> {
     let Some(preset) = presets::preset(&args.provider) else {
         bail!("unknown provider `{}` (known: {})", args.provider, presets::names().join(", "));
     };
-    if args.secrets.is_empty() {
-        bail!("--secret is required (repeat it to try several)");
+    let mut secrets = Vec::new();
+    for name in &args.secret_envs {
+        let value =
+            std::env::var(name).map_err(|_| anyhow::anyhow!("--secret-env {name}: variable not set"))?;
+        if !hub_core::secret::is_usable(&value) {
+            bail!("--secret-env {name}: variable is empty");
+        }
+        secrets.push(Secret::new(value));
+    }
+    for s in &args.secrets {
+        if !hub_core::secret::is_usable(s) {
+            bail!("--secret is empty");
+        }
+        secrets.push(Secret::new(s.as_str()));
+    }
+    if secrets.is_empty() {
+        bail!("--secret-env NAME is required (repeat it to try several)");
     }
     let tolerance = match args.tolerance.as_deref() {
         None => preset.tolerance,
@@ -36,7 +54,6 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool> {
             t.parse().with_context(|| format!("--tolerance `{t}`: seconds or none"))?,
         )),
     };
-    let secrets = args.secrets.iter().map(|s| Secret::new(s.as_str())).collect();
     let verifier =
         preset.verifier(secrets, tolerance).map_err(|e| anyhow::anyhow!("{}: {e}", preset.name))?;
     let mut headers = Headers::new();

@@ -178,7 +178,7 @@ impl ExampleSpec {
         let event_id = EventId::new("evt_example");
         let env = source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed);
         if let Some(want) = &self.expect.dedup_key {
-            let got = source.dedup_key(&env, &req.headers).map(|(k, _)| k);
+            let got = source.dedup_key(&env, &req.headers, &req.body).map(|(k, _)| k);
             if got.as_deref() != Some(want.as_str()) {
                 diffs.push(format!("dedup key: expected `{want}`, got {got:?}"));
             }

@@ -179,7 +179,9 @@ impl Hub {
             return Ok(Ingested { event_id: id, duplicate: false, challenge: Some(c) });
         }
         let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
-        let dedup = source.dedup_key(&env, &req.headers).map(|(k, window)| (k, req.received_at.plus(window)));
+        let dedup = source
+            .dedup_key(&env, &req.headers, &req.body)
+            .map(|(k, window)| (k, req.received_at.plus(window)));
         let received_at = req.received_at;
         let event = NewEvent {
             id,

@@ -48,6 +48,8 @@ pub enum SecretRef {
 
 impl SecretRef {
     /// Parses `env:NAME`. Inline values are refused on purpose: mapping files live in git.
+    /// The error never repeats the text: it may be the secret itself, and diagnostics end up in
+    /// logs and API responses.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some(("env", name))
@@ -56,11 +58,12 @@ impl SecretRef {
                 Ok(SecretRef::Env(name.to_string()))
             }
             Some(("env", _)) => {
-                Err(format!("`{s}` is not a valid secret reference: the variable name must be [A-Za-z0-9_]+"))
+                Err("not a valid secret reference: the variable name after `env:` must be [A-Za-z0-9_]+"
+                    .into())
             }
-            _ => Err(format!(
-                "`{s}` is not a secret reference; write `env:VARIABLE_NAME` (secrets are never inline)"
-            )),
+            _ => Err("must be a secret reference `env:VARIABLE_NAME`, not a value (secrets are never \
+                      written inline; the text is not repeated here)"
+                .into()),
         }
     }
 }
@@ -76,6 +79,12 @@ impl fmt::Display for SecretRef {
 /// The secrets port: turns references into values once, at load time.
 pub trait SecretSource: Send + Sync {
     fn resolve(&self, r: &SecretRef) -> Option<Secret>;
+}
+
+/// Whether a resolved value can serve as a secret: an empty or whitespace-only value (`NAME=` in
+/// a compose file whose host variable is unset) is no secret at all.
+pub fn is_usable(value: &str) -> bool {
+    !value.trim().is_empty()
 }
 
 /// Reads `env:` references from the process environment.

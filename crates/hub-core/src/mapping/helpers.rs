@@ -150,10 +150,11 @@ fn check_literals<'v>(
                 word_index(index).ok_or_else(|| format!("index must be an integer, got {index}"))?;
             }
         }
+        // Patterns and paths are checked here, once: one taken from the request could be made
+        // as costly to compile or run as its sender likes.
         "regex_replace" => {
-            if let Some(pattern) = arg(1).map(text) {
-                compile_regex(&pattern).map_err(|e| format!("invalid regex `{pattern}`: {e}"))?;
-            }
+            let pattern = arg(1).map(text).ok_or("the pattern must be a literal string")?;
+            compile_regex(&pattern).map_err(|e| format!("invalid regex `{pattern}`: {e}"))?;
         }
         "e164" => {
             for region in [arg(1), named("region")].into_iter().flatten() {
@@ -197,7 +198,7 @@ fn check_literals<'v>(
                     .map_err(|e| format!("invalid JSONPath `{path}`: {e}"))?;
             }
             Some(other) => return Err(format!("the path must be a string, got {other}")),
-            None => {}
+            None => return Err("the path must be a literal string".to_owned()),
         },
         "to_number" => {
             if let Some(value) = arg(0) {
@@ -527,9 +528,13 @@ impl<T: Clone> BoundedCache<T> {
     }
 }
 
+/// Largest compiled form of one pattern (the `regex` default is 10 MB; `\w{50}` is about
+/// 2 MB): a mapping's patterns are small, and each render thread may hold every one of them.
+const REGEX_SIZE_LIMIT: usize = 2 << 20;
+
 /// Compile-time checks and renders must agree on what is a valid pattern, so both go through here.
 fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(pattern)
+    regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build()
 }
 
 #[derive(Default)]
@@ -1251,6 +1256,27 @@ mod tests {
         assert_eq!(check("coalesce", &[None, None, None, s("x")], &[]), Ok(()));
         assert_eq!(check("if", &[None], &[("includeZero", Some(json!(true)))]), Ok(()));
         assert_eq!(check("word", &[None, Some(json!(-1))], &[("rest", Some(json!(true)))]), Ok(()));
+    }
+
+    #[test]
+    fn patterns_and_paths_must_be_literals() {
+        let s = |v: &str| Some(json!(v));
+        assert_eq!(
+            check("regex_replace", &[None, None, s("")], &[]),
+            Err("the pattern must be a literal string".to_owned())
+        );
+        assert_eq!(check("jp", &[None], &[]), Err("the path must be a literal string".to_owned()));
+    }
+
+    #[test]
+    fn a_pattern_that_compiles_too_large_is_refused() {
+        let s = |v: &str| Some(json!(v));
+        // Fine with the `regex` crate's 10 MB default, over this crate's bound.
+        let big = r"\w{100}";
+        assert!(regex::Regex::new(big).is_ok());
+        let err = check("regex_replace", &[None, s(big), s("")], &[]).expect_err("too large");
+        assert!(err.contains("size limit"), "{err}");
+        assert!(check("regex_replace", &[None, s(r"\w{20}"), s("")], &[]).is_ok());
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod diag;
 pub mod helpers;
 pub mod node;
 pub mod selector;
+#[cfg(test)]
+mod source_tests;
 pub mod spec;
 pub mod template;
 pub mod value;
@@ -157,8 +159,9 @@ pub struct CompiledSource {
     pub dedup_window: Duration,
     /// Where the event type is (`$.event.type` in the envelope).
     pub event_type: Option<Locate>,
-    /// Signature header remembered for the tolerance window when there is no dedup key.
-    pub replay: Option<(String, Duration)>,
+    /// The signature tolerance, when the source has one and no dedup key of its own: the body
+    /// digest is then remembered for twice that long as a replay guard.
+    pub replay: Option<Duration>,
     pub public_url: Option<String>,
     /// Source networks allowed to post (checked before the signature).
     pub ip_allow: Option<Verifier>,
@@ -200,19 +203,39 @@ pub fn envelope(
 }
 
 impl CompiledSource {
+    /// Whether this source checks no signature or token (`verify: none`); `ip_allow` may still
+    /// restrict who can post.
+    pub fn is_unverified(&self) -> bool {
+        matches!(self.verifier, Verifier::None)
+    }
+
+    /// How an unverified source is open, for `validate` and the start-up log.
+    pub fn openness(&self) -> &'static str {
+        if self.ip_allow.is_some() {
+            "no signature is checked, only `ip_allow`"
+        } else {
+            "accepts requests from anyone"
+        }
+    }
+
     pub fn route(&self, id: &RouteId) -> Option<&CompiledRoute> {
         self.routes.iter().find(|r| &r.id == id)
     }
 
     /// The dedup key of a request and how long to remember it: the source's (or its provider's)
-    /// key, else the signature itself for the tolerance window (a replay guard).
-    pub fn dedup_key(&self, env: &Value, headers: &Headers) -> Option<(String, Duration)> {
+    /// key, else a digest of the verified body for the tolerance window (a replay guard).
+    ///
+    /// The digest, not the signature header: header text has many spellings of one signature
+    /// (hex case, list order, extra list items, re-encoded ECDSA signatures), the signed body
+    /// has one. A provider's retry of the same event carries the same body, so it is a
+    /// duplicate too.
+    pub fn dedup_key(&self, env: &Value, headers: &Headers, body: &[u8]) -> Option<(String, Duration)> {
         if let Some(k) = self.dedup.as_ref().and_then(|d| d.text(env, headers)) {
             return Some((k, self.dedup_window));
         }
-        let (h, window) = self.replay.as_ref()?;
+        let window = self.replay?;
         // Twice the tolerance: a signature is accepted up to `tolerance` either side of now.
-        headers.get(h).filter(|v| !v.is_empty()).map(|v| (format!("sig:{v}"), *window * 2))
+        Some((body_digest_key(body), window * 2))
     }
 
     /// The challenge to echo when `body` is an endpoint-ownership check for this source.
@@ -239,21 +262,19 @@ impl CompiledSource {
         env
     }
 
-    /// The URL the sender called, for URL-signing schemes: `public_url` (plus the query), else
-    /// rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` or `Host`, else the path and query.
+    /// The URL the sender called, for URL-signing schemes: `public_url` plus the query, else
+    /// the path and query (enough for query-token schemes).
+    ///
+    /// Never rebuilt from `Host` or `X-Forwarded-Host`/`-Proto`: the sender writes those, so
+    /// trusting them would let a request signed for another endpoint (with the same key) pass
+    /// here. That is why URL-signing schemes require `public_url`.
     pub fn public_url_of(&self, req: &RawRequest) -> Option<String> {
         let query =
             req.query.as_deref().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
-        if let Some(u) = &self.public_url {
-            return Some(format!("{u}{query}"));
+        match &self.public_url {
+            Some(u) => Some(format!("{u}{query}")),
+            None => Some(format!("{}{query}", req.path)),
         }
-        let first = |name: &str| req.headers.get(name).and_then(|v| v.split(',').next()).map(str::trim);
-        let Some(host) = first("x-forwarded-host").or_else(|| first("host")).filter(|h| !h.is_empty()) else {
-            // No host to rebuild from: the path and query still serve query-token schemes.
-            return Some(format!("{}{query}", req.path));
-        };
-        let scheme = first("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
-        Some(format!("{scheme}://{host}{}{query}", req.path))
     }
 
     /// Evaluates every route's `when` and renders the ones that fire, in file order. A route
@@ -350,6 +371,12 @@ impl CompiledSource {
     }
 }
 
+/// The replay key of a body: `sha256:` and the hex digest.
+pub fn body_digest_key(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+}
+
 /// Every compiled source, by id.
 #[derive(Debug, Default)]
 pub struct MappingSet {
@@ -435,18 +462,34 @@ pub fn compile_file(
             None
         }),
     };
-    let source_secrets = match secret_list(src.secret.as_ref(), src.secrets.as_deref(), &fx, secrets) {
-        Ok(s) => s,
-        Err(d) => {
-            diags.push(d);
-            Vec::new()
-        }
-    };
+    let (source_secrets, secrets_ok) =
+        match secret_list(SECRET_KEYS, src.secret.as_ref(), src.secrets.as_deref(), &fx, secrets) {
+            Ok(s) => (s, true),
+            Err(d) => {
+                diags.push(d);
+                (Vec::new(), false)
+            }
+        };
     let verifier = match (&src.verify, preset) {
+        (Some(v), _) if matches!(v.value, spec::VerifySpec::None) => {
+            if src.description.as_deref().is_none_or(|d| d.trim().is_empty()) {
+                diags.push(fx.at(
+                    Loc::of(v),
+                    "`verify: none` accepts requests from anyone: give the source a `description` \
+                     saying why it is open",
+                ));
+            }
+            if let Some(s) = src.secret.as_ref().or_else(|| src.secrets.as_ref().and_then(|v| v.first())) {
+                diags.push(fx.at(Loc::of(s), "`secret` has no use with `verify: none`"));
+            }
+            Verifier::None
+        }
         (Some(v), _) => compile_verify(v, &fx, secrets).unwrap_or_else(|d| {
             diags.push(d);
             Verifier::None
         }),
+        // The secret's own diagnostic says what is wrong; building without it would only add noise.
+        (None, Some(_)) if !secrets_ok => Verifier::None,
         (None, Some(p)) => {
             let at = src.provider.as_ref().map(Loc::of).unwrap_or(id_loc);
             if source_secrets.is_empty() && src.secret.is_none() && src.secrets.is_none() {
@@ -455,7 +498,21 @@ pub fn compile_file(
                 );
                 Verifier::None
             } else {
-                p.verifier(source_secrets, tolerance).unwrap_or_else(|e| {
+                let legacy = src.allow_legacy_signatures.as_ref().is_some_and(|a| a.value);
+                if let Some(a) = &src.allow_legacy_signatures
+                    && !p.has_legacy_signatures()
+                {
+                    diags.push(fx.at(
+                        Loc::of(a),
+                        format!("provider `{}` has no older signature versions to allow", p.name),
+                    ));
+                }
+                let built = if legacy {
+                    p.legacy_verifier(source_secrets, tolerance)
+                } else {
+                    p.verifier(source_secrets, tolerance)
+                };
+                built.unwrap_or_else(|e| {
                     diags.push(fx.at(at, format!("provider `{}`: {e}", p.name)));
                     Verifier::None
                 })
@@ -464,10 +521,22 @@ pub fn compile_file(
         (None, None) => {
             if let Some(s) = src.secret.as_ref().or_else(|| src.secrets.as_ref().and_then(|v| v.first())) {
                 diags.push(fx.at(Loc::of(s), "`secret` needs a `provider` (or put it under `verify`)"));
+            } else {
+                // An open endpoint must be a decision written in the file, never a forgotten block.
+                diags.push(fx.at(
+                    id_loc,
+                    "source has no verification: set `provider`, or `verify:` (write `verify: none` \
+                     with a `description` to accept requests from anyone)",
+                ));
             }
             Verifier::None
         }
     };
+    if let Some(a) = &src.allow_legacy_signatures
+        && (src.verify.is_some() || preset.is_none())
+    {
+        diags.push(fx.at(Loc::of(a), "`allow_legacy_signatures` applies to a `provider` preset only"));
+    }
     let locate = |spec: &Spanned<spec::DedupSpec>,
                   what: &str,
                   diags: &mut Vec<Diagnostic>|
@@ -510,7 +579,9 @@ pub fn compile_file(
         }
         None => from_preset(preset.and_then(|p| p.event_type)),
     };
-    let replay = preset.and_then(|p| p.replay_header).zip(tolerance).map(|(h, t)| (h.to_string(), t));
+    // Only a verified, timestamped request gets the guard: the tolerance bounds how long a
+    // captured one could be replayed, so remembering its body that long refuses every replay.
+    let replay = preset.and(tolerance);
     let public_url = src.public_url.as_ref().and_then(|u| {
         let v = u.value.trim().to_string();
         if v.starts_with("https://") || v.starts_with("http://") {
@@ -520,6 +591,22 @@ pub fn compile_file(
             None
         }
     });
+    // A scheme that signs the URL must know it from the file: nothing in the request can say
+    // it truthfully.
+    let signs_url = match &src.verify {
+        Some(v) => {
+            matches!(&v.value, spec::VerifySpec::TemplateHmac(t) if t.template.value.contains("{url}"))
+        }
+        None => preset.is_some_and(|p| p.signs_url),
+    };
+    if signs_url && src.public_url.is_none() {
+        let at = src.provider.as_ref().map(Loc::of).or(src.verify.as_ref().map(Loc::of)).unwrap_or(id_loc);
+        diags.push(fx.at(
+            at,
+            "this scheme signs the URL the sender called: set `public_url` to this endpoint's URL as \
+             the sender calls it (e.g. https://hooks.example.com/hooks/<id>)",
+        ));
+    }
     let ip_allow = src.ip_allow.as_ref().and_then(|l| {
         token::IpAllowList::new(l.value.iter())
             .map(|list| Verifier::Scheme(Arc::new(list)))
@@ -594,22 +681,43 @@ fn lookup_table(node: &Node, fx: &FileCtx) -> Result<LookupTable, Diagnostic> {
 }
 
 fn secret(s: &Spanned<String>, fx: &FileCtx, secrets: &dyn SecretSource) -> Result<Secret, Diagnostic> {
-    let r = SecretRef::parse(&s.value).map_err(|e| fx.at(Loc::of(s), e))?;
-    secrets.resolve(&r).ok_or_else(|| fx.at(Loc::of(s), format!("secret `{r}` is not set")))
+    secret_at("this value", s, fx, secrets)
 }
 
-/// Resolves `secret` / `secrets` into values; empty when neither is given.
+/// Resolves the secret reference written at `key`. A value that resolves to nothing but
+/// whitespace fails like an unset one: an empty key lets anyone sign.
+fn secret_at(
+    key: &str,
+    s: &Spanned<String>,
+    fx: &FileCtx,
+    secrets: &dyn SecretSource,
+) -> Result<Secret, Diagnostic> {
+    let r = SecretRef::parse(&s.value).map_err(|e| fx.at(Loc::of(s), format!("{key}: {e}")))?;
+    let value = secrets.resolve(&r).ok_or_else(|| fx.at(Loc::of(s), format!("secret `{r}` is not set")))?;
+    if !crate::secret::is_usable(value.expose()) {
+        return Err(
+            fx.at(Loc::of(s), format!("secret `{r}` is empty (an empty secret would let anyone sign)"))
+        );
+    }
+    Ok(value)
+}
+
+const SECRET_KEYS: [&str; 2] = ["`secret`", "`secrets`"];
+
+/// Resolves `secret` / `secrets` (or the keys named in `keys`) into values; empty when neither
+/// is given.
 fn secret_list(
+    [one_key, many_key]: [&str; 2],
     one: Option<&Spanned<String>>,
     many: Option<&[Spanned<String>]>,
     fx: &FileCtx,
     secrets: &dyn SecretSource,
 ) -> Result<Vec<Secret>, Diagnostic> {
     match (one, many) {
-        (Some(s), None) => Ok(vec![secret(s, fx, secrets)?]),
-        (None, Some(list)) => list.iter().map(|s| secret(s, fx, secrets)).collect(),
+        (Some(s), None) => Ok(vec![secret_at(one_key, s, fx, secrets)?]),
+        (None, Some(list)) => list.iter().map(|s| secret_at(many_key, s, fx, secrets)).collect(),
         (None, None) => Ok(Vec::new()),
-        (Some(s), Some(_)) => Err(fx.at(Loc::of(s), "give `secret` or `secrets`, not both")),
+        (Some(s), Some(_)) => Err(fx.at(Loc::of(s), format!("give {one_key} or {many_key}, not both"))),
     }
 }
 
@@ -653,9 +761,10 @@ fn compile_verify(
         }
     };
     match &v.value {
+        spec::VerifySpec::None => Ok(Verifier::None),
         spec::VerifySpec::Hmac(h) => {
             let secrets = need(
-                secret_list(h.secret.as_ref(), h.secrets.as_deref(), fx, secrets)?,
+                secret_list(SECRET_KEYS, h.secret.as_ref(), h.secrets.as_deref(), fx, secrets)?,
                 "hmac verification",
             )?;
             if http::HeaderName::try_from(h.header.value.as_str()).is_err() {
@@ -672,8 +781,10 @@ fn compile_verify(
             })
         }
         spec::VerifySpec::TemplateHmac(t) => {
-            let keys =
-                need(secret_list(t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?, "template_hmac")?;
+            let keys = need(
+                secret_list(SECRET_KEYS, t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?,
+                "template_hmac",
+            )?;
             let tolerance = match &t.tolerance {
                 Some(x) => tolerance_of(x, fx)?,
                 None if t.timestamp_header.is_some() => Some(Duration::from_secs(300)),
@@ -692,8 +803,16 @@ fn compile_verify(
             build_scheme(&keys, built, Loc::of(&t.template), fx)
         }
         spec::VerifySpec::Ed25519(e) => {
-            let keys =
-                need(secret_list(e.public_key.as_ref(), e.public_keys.as_deref(), fx, secrets)?, "ed25519")?;
+            let keys = need(
+                secret_list(
+                    ["`public_key`", "`public_keys`"],
+                    e.public_key.as_ref(),
+                    e.public_keys.as_deref(),
+                    fx,
+                    secrets,
+                )?,
+                "ed25519",
+            )?;
             let tolerance = match &e.tolerance {
                 Some(x) => tolerance_of(x, fx)?,
                 None if e.timestamp_header.is_some() => Some(Duration::from_secs(300)),
@@ -712,15 +831,18 @@ fn compile_verify(
             build_scheme(&keys, ed25519::Ed25519::new(keys.clone(), config), loc, fx)
         }
         spec::VerifySpec::BasicAuth { username, password } => {
-            let keys = vec![secret(password, fx, secrets)?];
+            let keys = vec![secret_at("`password`", password, fx, secrets)?];
             build_scheme(&keys, token::BasicAuth::new(username.clone(), keys.clone()), loc, fx)
         }
         spec::VerifySpec::ApiKey { header, secret: s } => {
-            let keys = vec![secret(s, fx, secrets)?];
+            let keys = vec![secret_at("`secret`", s, fx, secrets)?];
             build_scheme(&keys, token::ApiKeyHeader::new(header.clone(), keys.clone()), loc, fx)
         }
         spec::VerifySpec::Token(t) => {
-            let keys = need(secret_list(t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?, "token")?;
+            let keys = need(
+                secret_list(SECRET_KEYS, t.secret.as_ref(), t.secrets.as_deref(), fx, secrets)?,
+                "token",
+            )?;
             let location = match (&t.query, &t.header, &t.body_field) {
                 (Some(q), None, None) => token::TokenLocation::Query(q.clone()),
                 (None, Some(h), None) => token::TokenLocation::Header(h.clone()),

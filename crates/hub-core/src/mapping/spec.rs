@@ -22,6 +22,7 @@ pub struct FileSpec {
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub id: Spanned<String>,
+    /// What the source is for; required with `verify: none`, to say why it is open.
     #[serde(default)]
     pub description: Option<String>,
     /// A provider preset (`stripe`, `github`, ...): verification, dedup key, event type and
@@ -36,6 +37,10 @@ pub struct SourceSpec {
     /// Timestamp tolerance for the provider's signature (`5m`, or `none` to not check).
     #[serde(default)]
     pub tolerance: Option<Spanned<String>>,
+    /// Also accept the provider's older signature versions that sign no timestamp (HubSpot
+    /// v1/v2); off by default because such a request, once captured, replays forever.
+    #[serde(default)]
+    pub allow_legacy_signatures: Option<Spanned<bool>>,
     /// This endpoint's URL as senders call it, for schemes that sign the URL; without it the
     /// URL is rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host`/`Host`.
     #[serde(default)]
@@ -63,6 +68,8 @@ pub struct SourceSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum VerifySpec {
+    /// No verification, on purpose (a sender that cannot sign); needs a `description` saying why.
+    None,
     Hmac(HmacSpec),
     /// HMAC over a signed-content template (`{timestamp}.{body}`).
     TemplateHmac(TemplateHmacSpec),

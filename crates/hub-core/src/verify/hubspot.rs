@@ -40,7 +40,7 @@ impl HubSpot {
             return Err("hubspot: at least one client secret is required".into());
         }
         // An empty key makes v1 a plain hash of the body that anyone can compute.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("hubspot: a client secret is empty".into());
         }
         Ok(Self { secrets, tolerance, require_v3: false })

@@ -21,9 +21,7 @@ pub struct LiqPay {
 impl LiqPay {
     /// `secrets`: merchant private keys. `_tolerance` is ignored (no delivery timestamp).
     pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("liqpay: no private key configured".into());
-        }
+        super::check_keys("liqpay", "private key", &secrets)?;
         Ok(Self { secrets })
     }
 }

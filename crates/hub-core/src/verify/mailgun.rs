@@ -25,9 +25,7 @@ impl Mailgun {
     /// `secrets`: HTTP webhook signing keys; `tolerance`: allowed clock distance of the signed
     /// timestamp (`None`: not checked).
     pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("mailgun: no webhook signing key configured".into());
-        }
+        super::check_keys("mailgun", "webhook signing key", &secrets)?;
         Ok(Self { secrets, tolerance })
     }
 }

@@ -22,9 +22,7 @@ pub struct Mandrill {
 impl Mandrill {
     /// `secrets`: webhook keys. Mandrill signs no timestamp: `_tolerance` is ignored.
     pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("mandrill: no webhook key configured".into());
-        }
+        super::check_keys("mandrill", "webhook key", &secrets)?;
         Ok(Self { secrets })
     }
 }

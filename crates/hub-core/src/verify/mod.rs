@@ -157,10 +157,11 @@ impl Verifier {
                 };
                 let provided =
                     decode(*encoding, encoded).ok_or_else(|| VerifyError::Malformed(header.clone()))?;
-                if secrets
-                    .iter()
-                    .any(|s| hmac_matches(*algorithm, s.expose().as_bytes(), &req.body, &provided))
-                {
+                // An empty key is never a match, even if one slipped past compilation.
+                if secrets.iter().any(|s| {
+                    !s.expose().trim().is_empty()
+                        && hmac_matches(*algorithm, s.expose().as_bytes(), &req.body, &provided)
+                }) {
                     Ok(Verified(req))
                 } else {
                     Err(VerifyError::Mismatch)
@@ -185,6 +186,18 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Refuses a key list that is empty or holds an empty (or whitespace-only) key: with an empty
+/// key anyone can compute the MAC (or guess the token), so a scheme must never be built with one.
+pub(crate) fn check_keys(scheme: &str, what: &str, keys: &[Secret]) -> Result<(), String> {
+    if keys.is_empty() {
+        return Err(format!("{scheme}: no {what} configured"));
+    }
+    if keys.iter().any(|k| k.expose().trim().is_empty()) {
+        return Err(format!("{scheme}: a {what} is empty"));
+    }
+    Ok(())
 }
 
 /// Unix seconds as senders write them: ASCII digits only, within u64.
@@ -327,6 +340,43 @@ mod tests {
             v.verify(&req(&[("X-Hub-Signature-256", "md5=00")], "x")).unwrap_err(),
             VerifyError::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn an_empty_hmac_key_never_matches() {
+        // HMAC-SHA256 of "Hello, World!" under the empty key: what a forger would send.
+        let forged =
+            format!("sha256={}", hex::encode(hmac_bytes(HmacAlgorithm::Sha256, b"", b"Hello, World!")));
+        for key in ["", "  "] {
+            let r = req(&[("X-Hub-Signature-256", forged.as_str())], "Hello, World!");
+            assert_eq!(github(&[key]).verify(&r).unwrap_err(), VerifyError::Mismatch, "key {key:?}");
+        }
+    }
+
+    #[test]
+    fn schemes_refuse_empty_keys_when_built() {
+        let empty = || vec![Secret::new("")];
+        let blank = || vec![Secret::new(" \t")];
+        assert!(token::BasicAuth::new("user", empty()).is_err());
+        assert!(token::BasicAuth::new("user", blank()).is_err());
+        assert!(token::BasicAuth::new("user", vec![Secret::new("pw"), Secret::new("")]).is_err());
+        assert!(token::SharedToken::new(token::TokenLocation::Query("t".into()), blank()).is_err());
+        assert!(token::ApiKeyHeader::new("X-Key", blank()).is_err());
+        assert!(mailgun::Mailgun::new(empty(), None).is_err());
+        assert!(mandrill::Mandrill::new(blank(), None).is_err());
+        assert!(twilio::Twilio::new(empty(), None).is_err());
+        assert!(liqpay::LiqPay::new(blank(), None).is_err());
+        assert!(slack::Slack::new(blank(), None).is_err());
+        assert!(stripe::Stripe::new(blank(), None).is_err());
+        assert!(hubspot::HubSpot::new(blank(), None).is_err());
+        assert!(square::Square::new(blank(), None).is_err());
+        assert!(paddle::Paddle::new(blank(), None).is_err());
+        assert!(webflow::Webflow::new(blank(), None).is_err());
+        assert!(calendly::new(blank(), None).is_err());
+        assert!(standard_webhooks::StandardWebhooks::new(blank(), None).is_err());
+        assert!(sendgrid::SendGrid::new(blank(), None).is_err());
+        assert!(paddle_classic::PaddleClassic::new(blank(), None).is_err());
+        assert!(check_keys("x", "key", &[Secret::new("k")]).is_ok());
     }
 
     #[test]

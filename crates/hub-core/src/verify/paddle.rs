@@ -26,7 +26,7 @@ impl Paddle {
             return Err("paddle: at least one secret key is required".into());
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("paddle: a secret key is empty".into());
         }
         Ok(Self { secrets, tolerance })

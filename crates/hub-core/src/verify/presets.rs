@@ -31,10 +31,10 @@ pub struct Preset {
     pub tolerance: Option<Duration>,
     /// Whether the scheme signs the URL the sender called (needs `public_url` behind proxies).
     pub signs_url: bool,
-    /// The header whose value is unique per signed request; remembered for the tolerance window
-    /// as a replay guard when the source has no dedup key.
-    pub replay_header: Option<&'static str>,
     build: Build,
+    /// The builder that also accepts the provider's older, timestamp-less signature versions
+    /// (`allow_legacy_signatures: true`); `None` when the provider has none.
+    legacy: Option<Build>,
 }
 
 impl std::fmt::Debug for Preset {
@@ -53,8 +53,32 @@ impl Preset {
     /// The verifier with these secrets (several during a rotation) and tolerance (`None`:
     /// freshness not checked).
     pub fn verifier(&self, secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Verifier, String> {
+        self.build_with(self.build, secrets, tolerance)
+    }
+
+    /// Whether the provider has older signature versions that sign no timestamp.
+    pub fn has_legacy_signatures(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// The verifier that also accepts the older signature versions (replayable forever: they
+    /// carry no timestamp); the same as [`Preset::verifier`] when there are none.
+    pub fn legacy_verifier(
+        &self,
+        secrets: Vec<Secret>,
+        tolerance: Option<Duration>,
+    ) -> Result<Verifier, String> {
+        self.build_with(self.legacy.unwrap_or(self.build), secrets, tolerance)
+    }
+
+    fn build_with(
+        &self,
+        build: Build,
+        secrets: Vec<Secret>,
+        tolerance: Option<Duration>,
+    ) -> Result<Verifier, String> {
         let placeholder = secrets.iter().any(Secret::is_placeholder);
-        match (self.build)(secrets, tolerance) {
+        match build(secrets, tolerance) {
             Ok(v) => Ok(v),
             // A placeholder is no key: the file is fine, this machine just lacks the secret.
             Err(e) if placeholder => Ok(Verifier::Unavailable(format!("{} secret not set ({e})", self.name))),
@@ -74,9 +98,7 @@ fn hmac(
     prefix: &str,
     secrets: Vec<Secret>,
 ) -> Result<Verifier, String> {
-    if secrets.is_empty() {
-        return Err("no secret configured".into());
-    }
+    super::check_keys("hmac", "secret", &secrets)?;
     Ok(Verifier::Hmac {
         algorithm,
         encoding,
@@ -92,7 +114,7 @@ macro_rules! preset {
     ($name:expr, $format:expr, $dedup:expr, $event:expr, $tol:expr, $url:expr, $build:expr) => {
         preset!($name, $format, $dedup, $event, $tol, $url, None, $build)
     };
-    ($name:expr, $format:expr, $dedup:expr, $event:expr, $tol:expr, $url:expr, $replay:expr, $build:expr) => {
+    ($name:expr, $format:expr, $dedup:expr, $event:expr, $tol:expr, $url:expr, $legacy:expr, $build:expr) => {
         Preset {
             name: $name,
             format: $format,
@@ -100,8 +122,8 @@ macro_rules! preset {
             event_type: $event,
             tolerance: $tol,
             signs_url: $url,
-            replay_header: $replay,
             build: $build,
+            legacy: $legacy,
         }
     };
 }
@@ -138,16 +160,9 @@ pub const PRESETS: &[Preset] = &[
     preset!("svix", Json, Some(H("svix-id")), Some(P("$.body.type")), FIVE_MIN, false, |s, t| {
         scheme(super::standard_webhooks::StandardWebhooks::new(s, t))
     }),
-    preset!(
-        "slack",
-        Auto,
-        None,
-        Some(P("$.body.type")),
-        FIVE_MIN,
-        false,
-        Some("x-slack-signature"),
-        |s, t| { scheme(super::slack::Slack::new(s, t)) }
-    ),
+    preset!("slack", Auto, None, Some(P("$.body.type")), FIVE_MIN, false, |s, t| {
+        scheme(super::slack::Slack::new(s, t))
+    }),
     preset!("twilio", Form, Some(H("i-twilio-idempotency-token")), None, None, true, |s, t| {
         scheme(super::twilio::Twilio::new(s, t))
     }),
@@ -158,8 +173,10 @@ pub const PRESETS: &[Preset] = &[
         Some(P("$.body[0].subscriptionType")),
         FIVE_MIN,
         true,
-        Some("x-hubspot-signature-v3"),
-        |s, t| scheme(HubSpot::new(s, t))
+        // v1/v2 sign no timestamp: a captured request stripped of its v3 headers would replay
+        // forever, so only sources that opt in accept them.
+        Some(|s, t| scheme(HubSpot::new(s, t))),
+        |s, t| scheme(HubSpot::new(s, t).map(HubSpot::require_v3))
     ),
     preset!(
         "mailgun",
@@ -177,9 +194,9 @@ pub const PRESETS: &[Preset] = &[
         Json,
         None,
         Some(P("$.body[0].event")),
-        None,
+        // SendGrid documents no tolerance; five minutes, as for the other timestamped schemes.
+        FIVE_MIN,
         false,
-        Some("x-twilio-email-event-webhook-signature"),
         |s, t| scheme(super::sendgrid::SendGrid::new(s, t))
     ),
     preset!("square", Json, Some(P("$.body.event_id")), Some(P("$.body.type")), None, true, |s, t| {
@@ -190,7 +207,8 @@ pub const PRESETS: &[Preset] = &[
         Json,
         Some(P("$.body.event_id")),
         Some(P("$.body.event_type")),
-        FIVE_MIN,
+        // Paddle's documentation and SDKs allow five seconds.
+        Some(Duration::from_secs(5)),
         false,
         |s, t| { scheme(super::paddle::Paddle::new(s, t)) }
     ),
@@ -216,24 +234,17 @@ pub const PRESETS: &[Preset] = &[
         false,
         |s, _| hmac(HmacAlgorithm::Sha256, SigEncoding::Base64, "typeform-signature", "sha256=", s)
     ),
-    preset!(
-        "webflow",
-        Json,
-        None,
-        Some(P("$.body.triggerType")),
-        FIVE_MIN,
-        false,
-        Some("x-webflow-signature"),
-        |s, t| scheme(super::webflow::Webflow::new(s, t))
-    ),
+    preset!("webflow", Json, None, Some(P("$.body.triggerType")), FIVE_MIN, false, |s, t| scheme(
+        super::webflow::Webflow::new(s, t)
+    )),
     preset!(
         "calendly",
         Json,
         None,
         Some(P("$.body.event")),
-        FIVE_MIN,
+        // Calendly's documented example refuses signatures older than three minutes.
+        Some(Duration::from_secs(180)),
         false,
-        Some("calendly-webhook-signature"),
         |s, t| scheme(super::calendly::new(s, t))
     ),
     // Mailchimp cannot sign: its documented advice is a secret in the webhook URL.
@@ -256,4 +267,73 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 
 pub fn names() -> Vec<&'static str> {
     PRESETS.iter().map(|p| p.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds `provider` with each unusable key list; every one must be refused.
+    fn refuses_empty_keys(provider: &str) {
+        let p = preset(provider).expect("known preset");
+        for keys in [vec![], vec![""], vec!["  "], vec!["\t\n"], vec!["a-real-looking-key", ""]] {
+            let secrets = keys.iter().map(|k| Secret::new(*k)).collect();
+            assert!(p.verifier(secrets, p.tolerance).is_err(), "{provider} accepted keys {keys:?}");
+        }
+        if p.has_legacy_signatures() {
+            assert!(p.legacy_verifier(vec![Secret::new("")], p.tolerance).is_err(), "{provider} (legacy)");
+        }
+    }
+
+    macro_rules! empty_key_tests {
+        ($($test:ident => $name:expr),* $(,)?) => {
+            $(#[test] fn $test() { refuses_empty_keys($name) })*
+
+            #[test]
+            fn every_preset_has_an_empty_key_test() {
+                let covered = [$($name),*];
+                for p in PRESETS {
+                    assert!(covered.contains(&p.name), "no empty-key test for `{}`", p.name);
+                }
+            }
+        };
+    }
+
+    empty_key_tests! {
+        stripe_refuses_an_empty_key => "stripe",
+        github_refuses_an_empty_key => "github",
+        shopify_refuses_an_empty_key => "shopify",
+        standard_webhooks_refuses_an_empty_key => "standard-webhooks",
+        svix_refuses_an_empty_key => "svix",
+        slack_refuses_an_empty_key => "slack",
+        twilio_refuses_an_empty_key => "twilio",
+        hubspot_refuses_an_empty_key => "hubspot",
+        mailgun_refuses_an_empty_key => "mailgun",
+        sendgrid_refuses_an_empty_key => "sendgrid",
+        square_refuses_an_empty_key => "square",
+        paddle_refuses_an_empty_key => "paddle",
+        paddle_classic_refuses_an_empty_key => "paddle-classic",
+        liqpay_refuses_an_empty_key => "liqpay",
+        mandrill_refuses_an_empty_key => "mandrill",
+        typeform_refuses_an_empty_key => "typeform",
+        webflow_refuses_an_empty_key => "webflow",
+        calendly_refuses_an_empty_key => "calendly",
+        mailchimp_refuses_an_empty_key => "mailchimp",
+        bitrix24_refuses_an_empty_key => "bitrix24",
+        amocrm_refuses_an_empty_key => "amocrm",
+    }
+
+    #[test]
+    fn documented_tolerances() {
+        let tol = |name| preset(name).and_then(|p| p.tolerance).map(|d| d.as_secs());
+        assert_eq!(tol("paddle"), Some(5));
+        assert_eq!(tol("calendly"), Some(180));
+        assert_eq!(tol("sendgrid"), Some(300));
+        for name in ["stripe", "slack", "standard-webhooks", "svix", "hubspot", "webflow", "mailgun"] {
+            assert_eq!(tol(name), Some(300), "{name}");
+        }
+        for name in ["github", "shopify", "twilio", "square", "typeform", "liqpay", "mandrill"] {
+            assert_eq!(tol(name), None, "{name} signs no timestamp");
+        }
+    }
 }

@@ -24,7 +24,7 @@ impl Slack {
             return Err("slack: at least one signing secret is required".into());
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("slack: a signing secret is empty".into());
         }
         Ok(Self { secrets, tolerance })

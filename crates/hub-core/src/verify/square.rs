@@ -30,7 +30,7 @@ impl Square {
             return Err("square: at least one signature key is required".into());
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("square: a signature key is empty".into());
         }
         Ok(Self { secrets })

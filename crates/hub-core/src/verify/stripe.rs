@@ -34,7 +34,7 @@ impl Stripe {
             return Err(format!("{header}: at least one signing secret is required"));
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err(format!("{header}: a signing secret is empty"));
         }
         Ok(Self { header, secrets, tolerance })

@@ -79,7 +79,7 @@ impl TemplateHmac {
             return Err("template-hmac: at least one secret is required".into());
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("template-hmac: a secret is empty".into());
         }
         check_header_name(&config.signature_header)?;

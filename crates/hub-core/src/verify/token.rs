@@ -49,9 +49,7 @@ pub struct SharedToken {
 
 impl SharedToken {
     pub fn new(location: TokenLocation, secrets: Vec<Secret>) -> Result<Self, String> {
-        if secrets.is_empty() || secrets.iter().any(|s| s.expose().is_empty()) {
-            return Err("shared token: no (or an empty) token configured".into());
-        }
+        super::check_keys("shared token", "token", &secrets)?;
         let segments = match &location {
             TokenLocation::BodyField(p) => {
                 let segs =
@@ -109,9 +107,7 @@ impl BasicAuth {
         if username.contains(':') {
             return Err("basic auth: the user name cannot contain ':'".into());
         }
-        if passwords.is_empty() {
-            return Err("basic auth: no password configured".into());
-        }
+        super::check_keys("basic auth", "password", &passwords)?;
         Ok(Self { username, passwords })
     }
 }
@@ -157,7 +153,7 @@ impl ApiKeyHeader {
         if header.is_empty() {
             return Err("api key: empty header name".into());
         }
-        if secrets.is_empty() || secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.is_empty() || secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("api key: no (or an empty) key configured".into());
         }
         Ok(Self { header, prefix: String::new(), secrets })

@@ -26,9 +26,7 @@ impl Twilio {
     /// `secrets`: auth tokens. Twilio signs no timestamp, so `_tolerance` is accepted for a
     /// uniform constructor and ignored.
     pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("twilio: no auth token configured".into());
-        }
+        super::check_keys("twilio", "auth token", &secrets)?;
         Ok(Self { secrets })
     }
 }

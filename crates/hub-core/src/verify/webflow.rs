@@ -27,7 +27,7 @@ impl Webflow {
             return Err("webflow: at least one secret is required".into());
         }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().is_empty()) {
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err("webflow: a secret is empty".into());
         }
         Ok(Self { secrets, tolerance })

@@ -20,7 +20,7 @@ use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower::ServiceExt as _;
 
@@ -59,6 +59,9 @@ struct Aws {
     table: String,
     queue_url: String,
     dlq_url: String,
+    secret: String,
+    /// The metric lines (EMF) the store wrote.
+    metrics: Arc<Mutex<Vec<String>>>,
 }
 
 impl Aws {
@@ -121,20 +124,33 @@ impl Aws {
             ("HUB_QUEUE_URL", queue_url.clone()),
             ("HUB_DLQ_URL", dlq_url.clone()),
             ("HUB_MAX_RECEIVE_COUNT", max_receive.to_string()),
-            ("HUB_SECRETS_ID", secret),
+            ("HUB_SECRETS_ID", secret.clone()),
             ("HUB_MAPPINGS_REFRESH_SECS", "0".into()),
             ("HUB_SWEEP_GRACE_SECS", "0".into()),
         ]);
         let settings = hub_aws::Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+        let (shell, metrics) = Self::shell(&clients, settings.clone()).await;
+        Aws { clients, shell, settings, table, queue_url, dlq_url, secret, metrics }
+    }
+
+    /// A cold start with these settings, delivering to 127.0.0.1, its metric lines kept.
+    async fn shell(clients: &Clients, settings: hub_aws::Settings) -> (Shell, Arc<Mutex<Vec<String>>>) {
         let forwarder = HttpForwarder::new(ForwarderConfig {
             allow_nets: vec!["127.0.0.0/8".parse().expect("net")],
             ..Default::default()
         })
         .expect("forwarder");
-        let shell = Shell::build(settings.clone(), &clients, Arc::new(forwarder), Arc::new(SystemClock))
+        let (m, lines) = hub_aws::metrics::Metrics::memory("hub/test");
+        let store = clients.store(&settings).with_metrics(m);
+        let shell = Shell::build_on(settings, clients, store, Arc::new(forwarder), Arc::new(SystemClock))
             .await
             .expect("cold start");
-        Aws { clients, shell, settings, table, queue_url, dlq_url }
+        (shell, lines)
+    }
+
+    fn dead_lines(&self) -> Vec<Value> {
+        let lines = self.metrics.lock().expect("metrics");
+        lines.iter().map(|l| serde_json::from_str(l).expect("EMF JSON")).collect()
     }
 
     /// A second cold start with these settings.
@@ -185,6 +201,11 @@ impl Aws {
     /// One round of the SQS event source mapping: receive a batch, hand it to `deliver-sqs`,
     /// delete what it did not report as failed. Returns how many messages were handed over.
     async fn pump_once(&self) -> usize {
+        self.pump_once_with(&self.shell).await
+    }
+
+    /// One round with the `deliver-sqs` instance `shell`.
+    async fn pump_once_with(&self, shell: &Shell) -> usize {
         let out = self
             .clients
             .sqs
@@ -217,7 +238,7 @@ impl Aws {
             })
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({"Records": records})).expect("SQS event");
-        let resp = hub_lambda::deliver(&self.shell, event).await;
+        let resp = hub_lambda::deliver(shell, event).await;
         let failed: Vec<String> =
             resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         for m in &msgs {
@@ -412,6 +433,8 @@ async fn aws_admin_pushes_mappings_lists_events_and_the_tick_sweeps_lost_jobs() 
     assert_eq!(aws.pump_once().await, 0);
     let report = hub_lambda::tick(&aws.shell).await.expect("tick");
     assert_eq!(report.swept, 1, "{report:?}");
+    // The next tick does not send it again while its message waits in the queue.
+    assert_eq!(hub_lambda::tick(&aws.shell).await.expect("tick").swept, 0);
     aws.pump_until(30, async || !dest.received().is_empty()).await;
     assert_eq!(dest.received()[0].path, "/v2");
 
@@ -437,8 +460,8 @@ async fn aws_admin_pushes_mappings_lists_events_and_the_tick_sweeps_lost_jobs() 
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("bad.yaml:2:") && out.contains("nothing pushed"), "{out}");
     let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
-    assert_eq!(repo.current_version().await.expect("version"), 3);
-    assert_eq!(repo.load(3).await.expect("files")[0].0, "shop.yaml");
+    let (pointer, files) = repo.load_current().await.expect("files");
+    assert_eq!((pointer.version, files.len(), files[0].0.as_str()), (3, 1, "shop.yaml"));
     // The functions pick it up on their next check.
     aws.shell.refresh().await;
     assert_eq!(aws.shell.mappings_version(), 3);
@@ -499,4 +522,264 @@ async fn aws_large_binary_encoded_body_goes_to_s3_and_is_delivered() {
     assert_eq!(stored.as_ref(), body.as_bytes(), "the raw bytes, byte for byte");
     aws.pump_until(30, async || !dest.received().is_empty()).await;
     assert_eq!(dest.received()[0].json()["order"], json!("o-big"));
+}
+
+fn sign_with(key: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// The job message a queue would hand over.
+async fn send_job(aws: &Aws, job: &hub_core::ports::Job) {
+    aws.clients
+        .sqs
+        .send_message()
+        .queue_url(&aws.queue_url)
+        .message_body(hub_aws::sqs::JobMessage::body(job))
+        .send()
+        .await
+        .expect("send");
+}
+
+#[tokio::test]
+async fn aws_a_duplicate_attempt_before_its_retry_time_sends_nothing() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    dest.script(&[], 503);
+    let mapping = shop_mapping(&dest.url("/crm"), 5)
+        .replace("initial_delay: 1s, max_delay: 1s", "initial_delay: 1h, max_delay: 1h");
+    let aws = Aws::deploy(clients, &mapping, 5).await;
+    let body = order("o-due");
+    let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    let id = resp["event_id"].as_str().expect("id").to_string();
+    aws.pump_until(30, async || !dest.received().is_empty()).await;
+    let d = aws.event(&id).await.current_deliveries()[0].clone();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Retrying, 1));
+    // A second message for the same attempt (SQS delivers at least once, a sweep resends).
+    send_job(&aws, &hub_core::ports::Job::Attempt(EventId::new(&id), d.id.clone())).await;
+    assert_eq!(aws.pump_once().await, 1);
+    assert_eq!(dest.received().len(), 1, "not sent before its retry time");
+    let after = aws.event(&id).await.current_deliveries()[0].clone();
+    assert_eq!((after.attempts, after.next_attempt_at), (1, d.next_attempt_at), "its schedule is kept");
+}
+
+#[tokio::test]
+async fn aws_permanent_failures_and_failed_dispatches_are_counted_for_the_alarm() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    dest.script(&[], 404);
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 5).await;
+    let body = order("o-404");
+    let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    let id = resp["event_id"].as_str().expect("id").to_string();
+    aws.pump_until(30, async || aws.event(&id).await.status() == EventStatus::Dead).await;
+    // A 404 is permanent: no DLQ message, so the metric is what raises the alarm.
+    assert!(aws.dlq_bodies().await.is_empty());
+    let lines = aws.dead_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], json!("DeadEvents"));
+    assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Namespace"], json!("hub/test"));
+    assert_eq!(
+        (l["kind"].as_str(), l["event"].as_str(), l["route"].as_str()),
+        (Some("delivery"), Some(id.as_str()), Some("crm"))
+    );
+    assert!(l["reason"].as_str().unwrap_or("").contains("404"), "{l}");
+}
+
+#[tokio::test]
+async fn aws_a_source_pushed_a_moment_ago_is_loaded_before_its_event_is_called_dead() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 5).await;
+    // A deliver-sqs instance that checks for new versions only every hour.
+    let mut slow = aws.settings.clone();
+    slow.mappings_refresh = Duration::from_secs(3600);
+    let (old_deliver, _) = Aws::shell(&aws.clients, slow).await;
+    // A push adds a source; an ingest instance started after it accepts an event for it.
+    let late = shop_mapping(&dest.url("/late"), 5).replace("id: shop", "id: late");
+    let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
+    repo.push(&[("shop.yaml".into(), shop_mapping(&dest.url("/crm"), 5)), ("late.yaml".into(), late)], 0)
+        .await
+        .expect("push");
+    let (new_ingest, _) = Aws::shell(&aws.clients, aws.settings.clone()).await;
+    let body = order("o-late");
+    let app = hub_lambda::ingest_app(new_ingest);
+    let (status, resp) = Aws::invoke(
+        app,
+        "apigw-v2-post.json",
+        "POST",
+        "/hooks/late",
+        &body,
+        &[("x-shop-signature", &sign(body.as_bytes()))],
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let id = resp["event_id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dest.received().is_empty() {
+        assert!(Instant::now() < deadline, "not delivered: {:?}", aws.event(&id).await.dispatch_error);
+        aws.pump_once_with(&old_deliver).await;
+    }
+    assert_eq!(dest.received()[0].path, "/late");
+    assert_eq!(aws.event(&id).await.dispatch_error, None);
+}
+
+#[tokio::test]
+async fn aws_a_job_whose_runs_keep_dying_is_recorded_dead_not_handed_over_forever() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 15).await;
+    let mut settings = aws.settings.clone();
+    settings.max_runs = 2;
+    settings.job_lease = Duration::ZERO;
+    let (deliver, metrics) = Aws::shell(&aws.clients, settings).await;
+    let body = order("o-oom");
+    let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    let id = EventId::new(resp["event_id"].as_str().expect("id"));
+    // Two runs began and died without a word (what an out-of-memory kill leaves behind).
+    let store = aws.clients.store(&aws.settings);
+    let job = hub_core::ports::Job::Dispatch(id.clone());
+    for _ in 0..2 {
+        let begun = store.begin(&job, SystemClock.now(), Duration::ZERO, 2).await.expect("begin");
+        assert!(matches!(begun, hub_aws::dynamo::Begin::Run { .. }), "{begun:?}");
+    }
+    assert_eq!(aws.pump_once_with(&deliver).await, 1);
+    let ev = aws.event(id.as_str()).await;
+    assert_eq!(ev.status(), EventStatus::Dead);
+    assert!(
+        ev.dispatch_error.as_deref().unwrap_or("").contains("2 runs ended without an outcome"),
+        "{:?}",
+        ev.dispatch_error
+    );
+    assert!(dest.received().is_empty());
+    assert_eq!(aws.pump_once_with(&deliver).await, 0, "the message is gone");
+    assert!(hub_lambda::tick(&deliver).await.expect("tick").swept == 0, "and nothing is due any more");
+    let lines = metrics.lock().expect("metrics").clone();
+    assert!(lines.len() == 1 && lines[0].contains(r#""kind":"dispatch""#), "{lines:?}");
+}
+
+#[tokio::test]
+async fn aws_a_rotated_secret_reaches_running_functions() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 5).await;
+    let mut settings = aws.settings.clone();
+    settings.secrets_refresh = Duration::ZERO;
+    let (ingest, _) = Aws::shell(&aws.clients, settings).await;
+    aws.clients
+        .secrets
+        .put_secret_value()
+        .secret_id(&aws.secret)
+        .secret_string(json!({"SHOP_SECRET": "rotated-secret"}).to_string())
+        .send()
+        .await
+        .expect("rotate");
+    let body = order("o-rot");
+    let sig = sign_with("rotated-secret", body.as_bytes());
+    let app = hub_lambda::ingest_app(ingest);
+    let (status, resp) =
+        Aws::invoke(app, "apigw-v2-post.json", "POST", "/hooks/shop", &body, &[("x-shop-signature", &sig)])
+            .await;
+    assert_eq!((status, resp["status"].as_str()), (200, Some("accepted")), "{resp}");
+}
+
+#[tokio::test]
+async fn aws_admin_refuses_a_mapping_set_that_retries_longer_than_events_are_kept() {
+    let Some(clients) = clients().await else { return };
+    let aws = Aws::deploy(clients, &shop_mapping("https://crm.example/x", 5), 5).await;
+    // 30 days kept (the default): 20 days of retries + 14 in the DLQ do not fit.
+    let long = shop_mapping("https://crm.example/x", 5).replace("timeout: 2s}", "timeout: 2s, max_age: 20d}");
+    let push = json!({"files": {"shop.yaml": long}}).to_string();
+    let (status, err) = aws.admin("POST", "/admin/mappings", &push).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_mapping")), "{err}");
+    let msg = err["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("shop.yaml") && msg.contains("route `crm`") && msg.contains("RetentionDays"),
+        "{msg}"
+    );
+    let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
+    assert_eq!(repo.current_version().await.expect("version"), 1, "nothing pushed");
+    let short =
+        shop_mapping("https://crm.example/x", 5).replace("timeout: 2s}", "timeout: 2s, max_age: 16d}");
+    let (status, ok) =
+        aws.admin("POST", "/admin/mappings", &json!({"files": {"shop.yaml": short}}).to_string()).await;
+    assert_eq!((status, ok["version"].as_u64()), (200, Some(2)), "{ok}");
+}
+
+#[tokio::test]
+async fn aws_unknown_sources_and_unsigned_requests_are_refused_without_the_table() {
+    let Some(clients) = clients().await else { return };
+    let aws = Aws::deploy(clients, &shop_mapping("https://crm.example/x", 5), 5).await;
+    // The table goes away: whatever is refused from the mapping set in memory is still refused
+    // the same way (a flood of garbage costs no table access), a valid webhook cannot be stored.
+    aws.clients.dynamodb.delete_table().table_name(&aws.table).send().await.expect("delete table");
+    let app = || hub_lambda::ingest_app(aws.shell.clone());
+    let (status, err) = Aws::invoke(app(), "apigw-v2-post.json", "POST", "/hooks/nope", "{}", &[]).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("unknown_source")), "{err}");
+    let (status, err) = Aws::invoke(app(), "apigw-v2-post.json", "POST", "/hooks/shop", "{}", &[]).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("signature_missing")), "{err}");
+    let body = order("o-x");
+    let (status, err) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (503, Some("store_unavailable")), "{err}");
+}
+
+#[tokio::test]
+async fn aws_split_secrets_ingest_verifies_and_deliver_sends_credentials_each_holding_only_its_own() {
+    let Some(clients) = clients().await else { return };
+    let dest = Destination::start().await;
+    let mapping = shop_mapping(&dest.url("/crm"), 5)
+        .replace("      url: ", "      auth: {bearer: env:CRM_TOKEN}\n      url: ");
+    // The deployment's secret holds SHOP_SECRET (inbound); CRM_TOKEN lives in a second one.
+    let aws = Aws::deploy(clients, &mapping.replace("env:CRM_TOKEN", "env:SHOP_SECRET"), 5).await;
+    let outbound = aws
+        .clients
+        .secrets
+        .create_secret()
+        .name(unique("hub/outbound"))
+        .secret_string(json!({"CRM_TOKEN": "crm-token"}).to_string())
+        .send()
+        .await
+        .expect("secret")
+        .arn
+        .expect("arn");
+    let repo = MappingRepo::new(aws.clients.dynamodb.clone(), &aws.table);
+    repo.push(&[("shop.yaml".into(), mapping)], 0).await.expect("push");
+    // Holding all references strictly, the inbound secret alone cannot compile the set.
+    let err = format!("{:#}", aws.cold_start(aws.settings.clone()).await.err().expect("fails"));
+    assert!(err.contains("CRM_TOKEN"), "{err}");
+    let mut ingest = aws.settings.clone();
+    (ingest.secrets_id, ingest.inbound_secrets_id, ingest.secrets_held_some) =
+        (None, Some(aws.secret.clone()), true);
+    let mut deliver = aws.settings.clone();
+    (deliver.secrets_id, deliver.secrets_held_some) = (Some(outbound), true);
+    let (ingest, _) = Aws::shell(&aws.clients, ingest).await;
+    let (deliver, _) = Aws::shell(&aws.clients, deliver).await;
+    let body = order("o-split");
+    let app = hub_lambda::ingest_app(ingest);
+    let hdr = [("x-shop-signature", sign(body.as_bytes()))];
+    let hdr: Vec<(&str, &str)> = hdr.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, resp) =
+        Aws::invoke(app.clone(), "apigw-v2-post.json", "POST", "/hooks/shop", &body, &hdr).await;
+    assert_eq!(status, 200, "{resp}");
+    // What stands in for a secret the function does not hold verifies nothing.
+    let forged = sign_with("", body.as_bytes());
+    let (status, _) = Aws::invoke(
+        app,
+        "apigw-v2-post.json",
+        "POST",
+        "/hooks/shop",
+        &order("o-f"),
+        &[("x-shop-signature", &forged)],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dest.received().is_empty() {
+        assert!(Instant::now() < deadline, "not delivered");
+        aws.pump_once_with(&deliver).await;
+    }
+    assert_eq!(dest.received()[0].header("authorization").as_deref(), Some("Bearer crm-token"));
 }

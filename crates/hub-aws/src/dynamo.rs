@@ -6,6 +6,7 @@
 //! overwriting each other.
 
 use crate::blobs::Blobs;
+use crate::metrics::{Dead, Metrics};
 use crate::{AwsError, sdk_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -45,6 +46,8 @@ pub struct DynamoStore {
     blobs: Blobs,
     /// Items of an event expire this long after it was received (DynamoDB TTL).
     retention: Option<Duration>,
+    /// Where events that become dead are counted.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -68,6 +71,40 @@ struct Meta {
     open: BTreeMap<String, Open>,
     /// The latest dispatch's deliveries and their statuses, for the event's status.
     current: Vec<(String, DeliveryStatus)>,
+    /// Runs of a job that began and have not recorded an outcome yet, by job key: a run in
+    /// progress (its lease), or one that died without a word (crash, timeout, out of memory).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    started: BTreeMap<String, Started>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Started {
+    /// Runs begun since the job's last outcome.
+    runs: u32,
+    /// The latest run holds the job until then (ms).
+    until: u64,
+}
+
+/// The key of a job in [`Meta::started`].
+fn job_key(job: &Job) -> String {
+    match job {
+        Job::Dispatch(_) => "dispatch".into(),
+        Job::Attempt(_, d) => d.to_string(),
+    }
+}
+
+/// What [`DynamoStore::begin`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// Run it: the job is queued and this run now holds it. The event's source, so a shell
+    /// can load a newer mapping set first when its own lacks that source.
+    Run { source: SourceId },
+    /// Nothing to run: no such event, or the job ran already (a duplicate message).
+    Nothing,
+    /// Another run holds the job until then: this one is a duplicate, or comes back too soon.
+    Busy(UnixMillis),
+    /// The job began this many runs and none recorded an outcome: it cannot be processed.
+    Poisoned(u32),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,6 +170,13 @@ fn shard_of(key: &str) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h % SHARDS
+}
+
+/// The `ClientRequestToken` of an event's accept transaction (at most 36 characters): the same
+/// for every retry of it, different for every event.
+fn accept_token(id: &EventId) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(id.as_str().as_bytes())[..16])
 }
 
 fn event_pk(id: &EventId) -> String {
@@ -221,12 +265,19 @@ type TransactResult = Result<
 
 impl DynamoStore {
     /// One transaction, sent again (a few times, with backoff) while it only conflicts with
-    /// another transaction on the same items.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> TransactResult {
+    /// another transaction on the same items. With a `token`, DynamoDB answers a repeat of a
+    /// transaction that succeeded (an SDK retry after a lost response) with success instead of
+    /// running it again, for 10 minutes.
+    async fn transact(&self, items: Vec<TransactWriteItem>, token: Option<&str>) -> TransactResult {
         let mut backoff = Duration::from_millis(20);
         let mut tries = 0;
         loop {
-            match self.ddb.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+            let req = self
+                .ddb
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .set_client_request_token(token.map(str::to_string));
+            match req.send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_conflict(&e) && tries < 4 => {
                     tries += 1;
@@ -239,7 +290,13 @@ impl DynamoStore {
     }
 
     pub fn new(ddb: Client, table: impl Into<String>, blobs: Blobs, retention: Option<Duration>) -> Self {
-        Self { ddb, table: table.into(), blobs, retention }
+        Self { ddb, table: table.into(), blobs, retention, metrics: Metrics::default() }
+    }
+
+    /// Counts every event that becomes dead (a dead delivery, a failed dispatch) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -309,7 +366,7 @@ impl DynamoStore {
             .map_err(unavailable)?;
         let mut items = extra;
         items.push(TransactWriteItem::builder().put(put).build());
-        match self.transact(items).await {
+        match self.transact(items, None).await {
             Ok(()) => Ok(true),
             Err(e) if condition_failure(&e).is_some() => Ok(false),
             Err(e) => Err(unavailable(sdk_error(&e))),
@@ -506,6 +563,82 @@ impl DynamoStore {
         Ok(r)
     }
 
+    /// Marks the start of a run of `job`: the run holds the job for `lease` and counts towards
+    /// `max_runs`. A run that records its outcome (`save_dispatch`, `save_attempt`) clears
+    /// both; a run that dies without one (crash, timeout, out of memory: nothing of it is
+    /// written) leaves its count, so a job that kills every run is found out after `max_runs`
+    /// and is not handed over forever.
+    pub async fn begin(
+        &self,
+        job: &Job,
+        now: UnixMillis,
+        lease: Duration,
+        max_runs: u32,
+    ) -> Result<Begin, StoreError> {
+        let (id, key) = match job {
+            Job::Dispatch(id) | Job::Attempt(id, _) => (id, job_key(job)),
+        };
+        let until = now.0.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        self.update_meta(id, Begin::Nothing, |m| {
+            let queued = match job {
+                Job::Dispatch(_) => m.dispatch_due.is_some(),
+                Job::Attempt(_, d) => m.open.contains_key(d.as_str()),
+            };
+            if !queued {
+                return Ok(Err(Begin::Nothing));
+            }
+            let entry = m.started.entry(key.clone()).or_insert(Started { runs: 0, until: 0 });
+            if entry.until > now.0 {
+                return Ok(Err(Begin::Busy(UnixMillis(entry.until))));
+            }
+            if entry.runs >= max_runs {
+                return Ok(Err(Begin::Poisoned(entry.runs)));
+            }
+            entry.runs += 1;
+            entry.until = until;
+            Ok(Ok((Begin::Run { source: m.record.source.clone() }, Vec::new())))
+        })
+        .await
+    }
+
+    /// Jobs due at or before `cutoff` (at most `limit`, oldest first), each claimed on the way:
+    /// its due time moves to `until`, so the next sweep does not send it again while the
+    /// message sent now waits in the queue. A job whose run never records an outcome comes
+    /// back once `until` has passed.
+    pub async fn sweep(
+        &self,
+        cutoff: UnixMillis,
+        limit: usize,
+        until: UnixMillis,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut claimed = Vec::new();
+        for job in self.due_jobs(cutoff, limit).await? {
+            let id = match &job {
+                Job::Dispatch(id) | Job::Attempt(id, _) => id.clone(),
+            };
+            let won = self
+                .update_meta(&id, false, |m| {
+                    let due = match &job {
+                        Job::Dispatch(_) => m.dispatch_due.as_mut(),
+                        Job::Attempt(_, d) => m.open.get_mut(d.as_str()).map(|o| &mut o.due),
+                    };
+                    match due {
+                        Some(due) if *due <= cutoff.0 => {
+                            *due = until.0;
+                            Ok(Ok((true, Vec::new())))
+                        }
+                        // Done or rescheduled meanwhile.
+                        _ => Ok(Err(false)),
+                    }
+                })
+                .await?;
+            if won {
+                claimed.push(job);
+            }
+        }
+        Ok(claimed)
+    }
+
     /// Dedup keys can be long (a signature header): the key attribute stays within limits.
     fn dedup_pk(source: &SourceId, key: &str) -> String {
         let pk = format!("dedup#{source}#{key}");
@@ -514,6 +647,32 @@ impl DynamoStore {
         }
         use sha2::Digest;
         format!("dedup#{source}#sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    }
+}
+
+/// A committed dispatch as the event item records it: `placed` are the sort keys of the
+/// deliveries' items.
+fn apply_dispatch(
+    m: &mut Meta,
+    deliveries: &[DeliveryRecord],
+    error: Option<String>,
+    token: String,
+    placed: &[String],
+    at: UnixMillis,
+) {
+    m.dispatch_due = None;
+    m.record.dispatches += 1;
+    m.record.dispatched_at = Some(at);
+    m.record.dispatch_error = error;
+    m.record.latest_count = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+    m.runs.push(token);
+    m.started.remove("dispatch");
+    m.current = deliveries.iter().map(|d| (d.id.to_string(), d.status)).collect();
+    for (d, sk) in deliveries.iter().zip(placed) {
+        if !d.status.is_final() {
+            let due = d.next_attempt_at.unwrap_or(at).0;
+            m.open.insert(d.id.to_string(), Open { sk: sk.clone(), due });
+        }
     }
 }
 
@@ -567,6 +726,7 @@ impl Store for DynamoStore {
             runs: Vec::new(),
             open: BTreeMap::new(),
             current: Vec::new(),
+            started: BTreeMap::new(),
         };
         let mut items = Vec::with_capacity(3);
         if let Some((key, until)) = &ev.dedup {
@@ -603,7 +763,7 @@ impl Store for DynamoStore {
             Put::builder().table_name(&self.table).set_item(Some(body_item)).build().map_err(unavailable)?;
         items.push(TransactWriteItem::builder().put(body_put).build());
 
-        match self.transact(items).await {
+        match self.transact(items, Some(&accept_token(&id))).await {
             Ok(()) => Ok(Acceptance::Accepted(id)),
             Err(e) => match condition_failure(&e) {
                 Some(reasons) if ev.dedup.is_some() => {
@@ -720,6 +880,25 @@ impl Store for DynamoStore {
         if meta.dispatch_due.is_none() {
             return Ok(false);
         }
+        // An event item that could not hold these deliveries would fail every write of it,
+        // and the dispatch would come back forever: record the dispatch as failed instead.
+        let (deliveries, error) = {
+            let mut trial = meta.clone();
+            let token = "0".repeat(32);
+            let sks: Vec<String> = (0..deliveries.len()).map(|i| format!("dlv#{token}#{i:05}")).collect();
+            apply_dispatch(&mut trial, &deliveries, error.clone(), token, &sks, at);
+            match serde_json::to_string(&trial).map_err(corrupt)?.len() {
+                n if n > INLINE_MAX => (
+                    Vec::new(),
+                    Some(format!(
+                        "{} deliveries are more than one event can record (its record would be {n} \
+                         bytes, at most {INLINE_MAX}); no delivery was made",
+                        deliveries.len()
+                    )),
+                ),
+                _ => (deliveries, error),
+            }
+        };
         // The delivery items go first, under a token of this run; they belong to the event
         // only once the event item lists the token, so a run that loses a race or crashes
         // leaves items nobody reads (they expire with the event).
@@ -733,56 +912,68 @@ impl Store for DynamoStore {
             placed.push(sk);
         }
         self.batch_put(items).await?;
-        let count = u32::try_from(deliveries.len()).map_err(corrupt)?;
-        self.update_meta(id, false, |m| {
-            if m.dispatch_due.is_none() {
-                return Ok(Err(false));
-            }
-            m.dispatch_due = None;
-            m.record.dispatches += 1;
-            m.record.dispatched_at = Some(at);
-            m.record.dispatch_error = error.clone();
-            m.record.latest_count = count;
-            m.runs.push(token.clone());
-            m.current = deliveries.iter().map(|d| (d.id.to_string(), d.status)).collect();
-            for (d, sk) in deliveries.iter().zip(&placed) {
-                if !d.status.is_final() {
-                    let due = d.next_attempt_at.unwrap_or(at).0;
-                    m.open.insert(d.id.to_string(), Open { sk: sk.clone(), due });
+        let saved = self
+            .update_meta(id, false, |m| {
+                if m.dispatch_due.is_none() {
+                    return Ok(Err(false));
                 }
+                apply_dispatch(m, &deliveries, error.clone(), token.clone(), &placed, at);
+                Ok(Ok((true, Vec::new())))
+            })
+            .await?;
+        if saved {
+            let source = meta.record.source.as_str();
+            if let Some(e) = &error {
+                self.metrics.dead(Dead::Dispatch, id.as_str(), source, None, e);
             }
-            Ok(Ok((true, Vec::new())))
-        })
-        .await
+            for d in deliveries.iter().filter(|d| d.status == DeliveryStatus::Dead) {
+                let reason = d.last_error.as_deref().unwrap_or("");
+                self.metrics.dead(Dead::Delivery, id.as_str(), source, Some(d.route.as_str()), reason);
+            }
+        }
+        Ok(saved)
     }
 
     async fn save_attempt(&self, id: &EventId, d: DeliveryRecord) -> Result<bool, StoreError> {
         let did = d.id.to_string();
         let doc = self.delivery_doc(id, &d).await?;
-        self.update_meta(id, false, |m| {
-            // Not open: final already (or never queued), nothing changes.
-            let Some(open) = m.open.get_mut(&did) else { return Ok(Err(false)) };
-            let item = self.delivery_item(id, &open.sk, doc.clone(), m.record.received_at);
-            match (d.status.is_final(), d.next_attempt_at) {
-                (false, Some(at)) => open.due = at.0,
-                (false, None) => {}
-                (true, _) => {
-                    m.open.remove(&did);
+        let mut source = String::new();
+        let saved = self
+            .update_meta(id, false, |m| {
+                source = m.record.source.to_string();
+                // Not open: final already (or never queued), nothing changes.
+                let Some(open) = m.open.get_mut(&did) else { return Ok(Err(false)) };
+                m.started.remove(&did);
+                let item = self.delivery_item(id, &open.sk, doc.clone(), m.record.received_at);
+                match (d.status.is_final(), d.next_attempt_at) {
+                    (false, Some(at)) => open.due = at.0,
+                    (false, None) => {}
+                    (true, _) => {
+                        m.open.remove(&did);
+                    }
                 }
-            }
-            if let Some(c) = m.current.iter_mut().find(|(x, _)| *x == did) {
-                c.1 = d.status;
-            }
-            let put =
-                Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(unavailable)?;
-            Ok(Ok((true, vec![TransactWriteItem::builder().put(put).build()])))
-        })
-        .await
+                if let Some(c) = m.current.iter_mut().find(|(x, _)| *x == did) {
+                    c.1 = d.status;
+                }
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(unavailable)?;
+                Ok(Ok((true, vec![TransactWriteItem::builder().put(put).build()])))
+            })
+            .await?;
+        if saved && d.status == DeliveryStatus::Dead {
+            let reason = d.last_error.as_deref().unwrap_or("");
+            self.metrics.dead(Dead::Delivery, id.as_str(), &source, Some(d.route.as_str()), reason);
+        }
+        Ok(saved)
     }
 
     async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError> {
         self.update_meta(id, false, |m| {
             m.dispatch_due = Some(at.0);
+            m.started.remove("dispatch");
             Ok(Ok((true, Vec::new())))
         })
         .await

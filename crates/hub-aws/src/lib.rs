@@ -19,22 +19,28 @@
 //!
 //! | item      | `pk`                    | `sk`                        | attributes |
 //! |-----------|-------------------------|-----------------------------|------------|
-//! | event     | `evt#<event id>`        | `event`                     | `doc` (JSON: the record without deliveries, the queued dispatch, open deliveries with their due times, the latest dispatch's statuses, committed dispatch runs), `version` (optimistic lock), `source`, `status`, index keys, `ttl` |
+//! | event     | `evt#<event id>`        | `event`                     | `doc` (JSON: the record without deliveries, the queued dispatch, open deliveries with their due times, the latest dispatch's statuses, committed dispatch runs, runs of jobs begun without an outcome yet with their leases), `version` (optimistic lock), `source`, `status`, index keys, `ttl` |
 //! | body      | `evt#<event id>`        | `body`                      | `data` (B) when ≤ 300 KB, else `s3_key` → `bodies/<event id>` in the bodies bucket; `ttl` |
 //! | delivery  | `evt#<event id>`        | `dlv#<run token>#<index:05>` | `doc` (JSON delivery record incl. the rendered request) or `s3_key` when > 300 KB; `ttl` |
 //! | dedup key | `dedup#<source>#<key>`  | `dedup`                     | `event_id`, `until` (ms), `ttl`, `due_pk`/`due_sk` (expiry index) |
-//! | mappings  | `mappings`              | `current`                   | `version`, `pushed_at`, `files` |
-//! | mapping file | `mappings#v<version:010>` | `file#<name>`          | `text` |
+//! | mappings  | `mappings`              | `current`                   | `version`, `pushed_at`, `token`, `names` (the version's files), `files` (their count) |
+//! | mapping file | `mappings#<push token>` | `file#<name>`              | `text` |
 //!
 //! Writes: accepting an event is one transaction (dedup key put on condition that it is absent
 //! or expired, event item, body item). A dispatch writes its delivery items under a fresh run
 //! token, then commits the event item on its `version`; items of a run that lost a race are
 //! never read. An attempt's outcome is one transaction (delivery item + event item on its
-//! `version`). Reading an event is one query on its partition.
+//! `version`). Reading an event is one query on its partition. The accept transaction carries a
+//! `ClientRequestToken` derived from the event id, so an SDK retry after a lost response is
+//! answered as the success it was.
+//!
+//! Only the admin function writes items whose key starts with `mappings`; the template limits
+//! the other functions' writes to `evt#*` and `dedup#*` keys (`dynamodb:LeadingKeys`).
 
 pub mod blobs;
 pub mod dynamo;
 pub mod mappings;
+pub mod metrics;
 pub mod secrets;
 pub mod sqs;
 pub mod testing;
@@ -120,12 +126,33 @@ pub struct Settings {
     pub max_receive: u32,
     /// `HUB_SECRETS_ID`: a Secrets Manager secret holding a JSON object of secrets.
     pub secrets_id: Option<String>,
+    /// `HUB_INBOUND_SECRETS_ID`: a second such secret (verification secrets kept apart from
+    /// destination credentials).
+    pub inbound_secrets_id: Option<String>,
+    /// `HUB_SECRETS_HELD`: `all` (default): every reference must resolve from this function's
+    /// secrets; `some`: the function holds only part of the deployment's secrets, and the
+    /// other references resolve to a value nothing matches.
+    pub secrets_held_some: bool,
     /// `HUB_RETENTION_DAYS`: events expire (DynamoDB TTL) this long after they were received.
     pub retention: Option<Duration>,
     /// `HUB_MAPPINGS_REFRESH_SECS`: how often functions check for a newly pushed mapping set.
     pub mappings_refresh: Duration,
     /// `HUB_SWEEP_GRACE_SECS`: a job this overdue was missed by the queue; the tick sends it.
     pub sweep_grace: Duration,
+    /// `HUB_SWEEP_LEASE_SECS`: a job the tick sent is not sent again for this long (its
+    /// message may wait in a backlog).
+    pub sweep_lease: Duration,
+    /// `HUB_JOB_LEASE_SECS`: a run holds its job this long (longer than the function's
+    /// timeout), so a duplicate message of a job in progress is put back, not run twice.
+    pub job_lease: Duration,
+    /// `HUB_MAX_RUNS`: a job whose runs ended this many times without an outcome (crash,
+    /// timeout, out of memory) is recorded dead.
+    pub max_runs: u32,
+    /// `HUB_SECRETS_REFRESH_SECS`: how often the secret is read again (a rotated value reaches
+    /// running functions within this).
+    pub secrets_refresh: Duration,
+    /// `HUB_METRICS_NAMESPACE`: the CloudWatch namespace of the hub's own metrics.
+    pub metrics_namespace: String,
 }
 
 impl Settings {
@@ -156,10 +183,34 @@ impl Settings {
             dlq_url: opt("HUB_DLQ_URL"),
             max_receive,
             secrets_id: opt("HUB_SECRETS_ID"),
+            inbound_secrets_id: opt("HUB_INBOUND_SECRETS_ID"),
+            secrets_held_some: match opt("HUB_SECRETS_HELD").as_deref().map(str::trim) {
+                None | Some("all") => false,
+                Some("some") => true,
+                Some(v) => {
+                    return Err(AwsError::Config(format!(
+                        "HUB_SECRETS_HELD=`{v}`: expected `all` or `some`"
+                    )));
+                }
+            },
             retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
             mappings_refresh: Duration::from_secs(num("HUB_MAPPINGS_REFRESH_SECS", 30)?),
             sweep_grace: Duration::from_secs(num("HUB_SWEEP_GRACE_SECS", 300)?),
+            sweep_lease: Duration::from_secs(num("HUB_SWEEP_LEASE_SECS", 900)?),
+            job_lease: Duration::from_secs(num("HUB_JOB_LEASE_SECS", 90)?),
+            max_runs: u32::try_from(num("HUB_MAX_RUNS", 5)?)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| AwsError::Config("HUB_MAX_RUNS must be at least 1".into()))?,
+            secrets_refresh: Duration::from_secs(num("HUB_SECRETS_REFRESH_SECS", 300)?),
+            metrics_namespace: opt("HUB_METRICS_NAMESPACE")
+                .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.to_string()),
         })
+    }
+
+    /// The secrets this function reads.
+    pub fn secret_ids(&self) -> Vec<String> {
+        self.secrets_id.iter().chain(&self.inbound_secrets_id).cloned().collect()
     }
 
     pub fn queue_url(&self) -> Result<&str, AwsError> {
@@ -201,14 +252,16 @@ impl Clients {
             None => blobs::Blobs::none(),
         };
         dynamo::DynamoStore::new(self.dynamodb.clone(), settings.table.clone(), blobs, settings.retention)
+            .with_metrics(metrics::Metrics::stdout(settings.metrics_namespace.clone()))
     }
 
-    /// Secrets for mappings: the Secrets Manager secret when configured, over the environment.
+    /// Secrets for mappings: the Secrets Manager secret when configured; without one, no
+    /// reference resolves (the process environment is never read).
     pub async fn secrets(&self, settings: &Settings) -> Result<secrets::LayeredSecrets, AwsError> {
-        match &settings.secrets_id {
-            Some(id) => secrets::load(&self.secrets, id).await,
-            None => Ok(secrets::LayeredSecrets::default()),
-        }
+        let ids = settings.secret_ids();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let all = secrets::load_all(&self.secrets, &ids).await?;
+        Ok(if settings.secrets_held_some { all.holding_some() } else { all })
     }
 }
 
@@ -233,6 +286,19 @@ mod tests {
         let e = settings(&[("HUB_TABLE", "t"), ("HUB_MAX_RECEIVE_COUNT", "ten")]).unwrap_err();
         assert!(e.to_string().contains("HUB_MAX_RECEIVE_COUNT=`ten`"));
         assert!(settings(&[("HUB_TABLE", "t"), ("HUB_MAX_RECEIVE_COUNT", "0")]).is_err());
+        assert!(!s.secrets_held_some);
+        let split = settings(&[
+            ("HUB_TABLE", "t"),
+            ("HUB_SECRETS_ID", "out"),
+            ("HUB_INBOUND_SECRETS_ID", "in"),
+            ("HUB_SECRETS_HELD", "some"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (split.secret_ids(), split.secrets_held_some),
+            (vec!["out".to_string(), "in".to_string()], true)
+        );
+        assert!(settings(&[("HUB_TABLE", "t"), ("HUB_SECRETS_HELD", "half")]).is_err());
         assert_eq!(settings(&[("HUB_TABLE", "t"), ("HUB_RETENTION_DAYS", "0")]).unwrap().retention, None);
     }
 }

@@ -1,10 +1,14 @@
 //! Versioned mapping sets in the table: `hub mappings push` and the admin function store a set
 //! that compiled as a new version; functions load the newest and reload when it changes.
 //!
-//! Items: `pk = "mappings"`, `sk = "current"` → `version`, `pushed_at`, `files`; and per file
-//! `pk = "mappings#v<version:010>"`, `sk = "file#<name>"` → `text`. A version's files are
-//! written before the pointer moves, so a reader never sees half a set.
+//! Items: the pointer `pk = "mappings"`, `sk = "current"` → `version`, `pushed_at`, `token`,
+//! `names` (the file names of that version); and per file `pk = "mappings#<token>"`,
+//! `sk = "file#<name>"` → `text`. Every push writes its files under a token of its own, then
+//! moves the pointer on the condition that the version did not change meanwhile. Readers load
+//! exactly the files the pointer names under its token, so the files of a push that failed or
+//! lost a race to another push are never part of any set.
 
+use crate::secrets::LayeredSecrets;
 use crate::{AwsError, sdk_error};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -12,8 +16,8 @@ use hub_core::mapping::MappingSet;
 use hub_core::pipeline::Hub;
 use hub_core::secret::SecretSource;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::{error, info};
@@ -29,8 +33,27 @@ pub struct MappingRepo {
     table: String,
 }
 
-fn version_pk(v: u64) -> String {
-    format!("mappings#v{v:010}")
+/// The version in force and where its files are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pointer {
+    /// 0 when nothing was pushed yet.
+    pub version: u64,
+    /// The push token the files are stored under.
+    pub token: String,
+    /// The file names of this version.
+    pub names: Vec<String>,
+}
+
+/// Files written under a fresh token, not in force until [`MappingRepo::commit`] moves the
+/// pointer to them.
+#[derive(Clone, Debug)]
+pub struct Staged {
+    token: String,
+    names: Vec<String>,
+}
+
+fn files_pk(token: &str) -> String {
+    format!("mappings#{token}")
 }
 
 impl MappingRepo {
@@ -38,8 +61,8 @@ impl MappingRepo {
         Self { ddb, table: table.into() }
     }
 
-    /// The version in force, 0 when nothing was pushed yet.
-    pub async fn current_version(&self) -> Result<u64, AwsError> {
+    /// The pointer in force (version 0, no files, when nothing was pushed yet).
+    pub async fn pointer(&self) -> Result<Pointer, AwsError> {
         let out = self
             .ddb
             .get_item()
@@ -50,18 +73,38 @@ impl MappingRepo {
             .send()
             .await
             .map_err(|e| AwsError::Call(sdk_error(&e)))?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|i| i.get("version"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        let Some(item) = out.item else { return Ok(Pointer::default()) };
+        let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+        let token = item.get("token").and_then(|v| v.as_s().ok()).cloned();
+        let names = item
+            .get("names")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|n| n.as_s().ok().cloned()).collect::<Vec<_>>());
+        // A pointer without a token (written by an older hub) still gives its version, so a
+        // new push can replace it; loading it fails.
+        Ok(Pointer {
+            version: version.unwrap_or(0),
+            token: token.unwrap_or_default(),
+            names: names.unwrap_or_default(),
+        })
+    }
+
+    /// The version in force, 0 when nothing was pushed yet.
+    pub async fn current_version(&self) -> Result<u64, AwsError> {
+        Ok(self.pointer().await?.version)
     }
 
     /// Stores `files` (already compiled by the caller) as the next version and puts it in force.
-    /// Fails if another push moved the version meanwhile.
+    /// Fails if another push moved the version meanwhile; nothing of this push is ever loaded
+    /// then.
     pub async fn push(&self, files: &[(String, String)], now_ms: u64) -> Result<u64, AwsError> {
+        let current = self.current_version().await?;
+        let staged = self.stage(files).await?;
+        self.commit(&staged, current, now_ms).await
+    }
+
+    /// Writes `files` under a fresh push token. They are invisible until committed.
+    pub async fn stage(&self, files: &[(String, String)]) -> Result<Staged, AwsError> {
         for (name, text) in files {
             if text.len() > MAX_FILE_BYTES {
                 return Err(AwsError::Config(format!(
@@ -70,19 +113,26 @@ impl MappingRepo {
                 )));
             }
         }
-        let current = self.current_version().await?;
-        let next = current + 1;
+        let token = uuid::Uuid::now_v7().simple().to_string();
         let items = files
             .iter()
             .map(|(name, text)| {
                 HashMap::from([
-                    ("pk".to_string(), AttributeValue::S(version_pk(next))),
+                    ("pk".to_string(), AttributeValue::S(files_pk(&token))),
                     ("sk".to_string(), AttributeValue::S(format!("file#{name}"))),
                     ("text".to_string(), AttributeValue::S(text.clone())),
                 ])
             })
             .collect();
         crate::batch_put(&self.ddb, &self.table, items).await?;
+        Ok(Staged { token, names: files.iter().map(|(n, _)| n.clone()).collect() })
+    }
+
+    /// Puts staged files in force as version `expected + 1` if the version in force is still
+    /// `expected`.
+    pub async fn commit(&self, staged: &Staged, expected: u64, now_ms: u64) -> Result<u64, AwsError> {
+        let next = expected + 1;
+        let names = staged.names.iter().map(|n| AttributeValue::S(n.clone())).collect();
         let r = self
             .ddb
             .put_item()
@@ -91,9 +141,11 @@ impl MappingRepo {
             .item("sk", AttributeValue::S(POINTER_SK.into()))
             .item("version", AttributeValue::N(next.to_string()))
             .item("pushed_at", AttributeValue::N(now_ms.to_string()))
-            .item("files", AttributeValue::N(files.len().to_string()))
+            .item("token", AttributeValue::S(staged.token.clone()))
+            .item("names", AttributeValue::L(names))
+            .item("files", AttributeValue::N(staged.names.len().to_string()))
             .condition_expression("attribute_not_exists(pk) OR version = :cur")
-            .expression_attribute_values(":cur", AttributeValue::N(current.to_string()))
+            .expression_attribute_values(":cur", AttributeValue::N(expected.to_string()))
             .send()
             .await;
         match r {
@@ -105,9 +157,16 @@ impl MappingRepo {
         }
     }
 
-    /// The files of one version, by name.
-    pub async fn load(&self, version: u64) -> Result<Vec<(String, String)>, AwsError> {
-        let mut files = Vec::new();
+    /// The files the pointer names, in its order. A named file that is missing is an error,
+    /// never a smaller set.
+    pub async fn load(&self, pointer: &Pointer) -> Result<Vec<(String, String)>, AwsError> {
+        if pointer.version > 0 && pointer.token.is_empty() {
+            return Err(AwsError::Config(format!(
+                "mapping set v{} was stored by an older version of the hub; push the mappings again",
+                pointer.version
+            )));
+        }
+        let mut found: HashMap<String, String> = HashMap::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -115,7 +174,7 @@ impl MappingRepo {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(version_pk(version)))
+                .expression_attribute_values(":pk", AttributeValue::S(files_pk(&pointer.token)))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -125,65 +184,155 @@ impl MappingRepo {
                 let name = item.get("sk").and_then(|v| v.as_s().ok()).and_then(|s| s.strip_prefix("file#"));
                 let text = item.get("text").and_then(|v| v.as_s().ok());
                 if let (Some(name), Some(text)) = (name, text) {
-                    files.push((name.to_string(), text.clone()));
+                    found.insert(name.to_string(), text.clone());
                 }
             }
             match page.last_evaluated_key {
                 Some(k) => start = Some(k),
-                None => return Ok(files),
+                None => break,
             }
         }
+        pointer
+            .names
+            .iter()
+            .map(|n| {
+                found.remove(n).map(|t| (n.clone(), t)).ok_or_else(|| {
+                    AwsError::Config(format!("mapping set v{}: file {n} is missing", pointer.version))
+                })
+            })
+            .collect()
     }
 
-    /// Loads and compiles one version. `Ok(None)` when nothing was pushed yet.
+    /// The pointer in force and its files.
+    pub async fn load_current(&self) -> Result<(Pointer, Vec<(String, String)>), AwsError> {
+        let pointer = self.pointer().await?;
+        let files = self.load(&pointer).await?;
+        Ok((pointer, files))
+    }
+
+    /// Loads and compiles what the pointer names. `Ok(None)` when nothing was pushed yet.
     pub async fn compile(
         &self,
-        version: u64,
+        pointer: &Pointer,
         secrets: &dyn SecretSource,
     ) -> Result<Option<MappingSet>, AwsError> {
-        if version == 0 {
+        if pointer.version == 0 {
             return Ok(None);
         }
-        let files = self.load(version).await?;
-        MappingSet::compile(&files, secrets).map(Some).map_err(|diags| {
+        let files = self.load(pointer).await?;
+        let version = pointer.version;
+        let set = MappingSet::compile(&files, secrets).map_err(|diags| {
             let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
             AwsError::Config(format!("mapping set v{version} does not compile:\n{}", list.join("\n")))
-        })
+        })?;
+        Ok(Some(set))
     }
 }
 
-/// The mapping set a function runs with, reloaded when a push moves the version.
+/// What a mapping set must fit in this deployment.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// Events expire this long after they were received (`None`: never).
+    pub retention: Option<Duration>,
+    /// How long the dead-letter queue keeps a message that may be moved back and run again.
+    pub dlq_retention: Duration,
+}
+
+/// SQS's longest message retention, which the template gives the dead-letter queue.
+pub const DLQ_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+
+impl Limits {
+    /// Every route's deliveries must be able to run to their `max_age`, and then sit in the
+    /// dead-letter queue, while their event is still stored: an event deleted mid-delivery
+    /// would turn its retries into nothing.
+    pub fn check(&self, set: &MappingSet) -> Result<(), String> {
+        let Some(retention) = self.retention else { return Ok(()) };
+        for source in set.sources.values() {
+            for route in &source.routes {
+                let needed = route.retry.max_age + self.dlq_retention;
+                if needed > retention {
+                    return Err(format!(
+                        "{}: route `{}` of source `{}` retries for up to {} days, which with the \
+                         dead-letter queue's {} days is more than the deployment keeps events \
+                         ({} days, RetentionDays); lower its retry.max_age or raise RetentionDays",
+                        source.file,
+                        route.id,
+                        source.id,
+                        days(route.retry.max_age),
+                        days(self.dlq_retention),
+                        days(retention),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set in force that does not fit the deployment (pushed around the admin function's check)
+/// still runs, since refusing it would stop every source; its risk is logged.
+fn warn_limits(limits: &Limits, version: u64, set: &MappingSet) {
+    if let Err(m) = limits.check(set) {
+        error!(version, "{m}; such deliveries can lose their event before they end");
+    }
+}
+
+fn days(d: Duration) -> String {
+    let days = d.as_secs_f64() / 86_400.0;
+    if days.fract() == 0.0 { format!("{days:.0}") } else { format!("{days:.2}") }
+}
+
+/// Re-reads the function's secrets on an interval, so a rotated value reaches warm functions.
+pub struct SecretRefresh {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub ids: Vec<String>,
+    /// The function holds only some of the deployment's secrets (see [`LayeredSecrets`]).
+    pub held_some: bool,
+    pub every: Duration,
+}
+
+/// The mapping set a function runs with, reloaded when a push moves the version or the
+/// secret it was compiled with changes.
 pub struct LiveMappings {
     repo: MappingRepo,
-    secrets: Arc<dyn SecretSource>,
+    secrets: RwLock<Arc<LayeredSecrets>>,
+    secret_refresh: Option<SecretRefresh>,
+    limits: Limits,
     version: AtomicU64,
     /// How often the version is checked (at most once per this interval, on use).
     every: Duration,
     last_check: Mutex<Instant>,
+    last_secret_check: Mutex<Instant>,
 }
 
 impl LiveMappings {
-    /// Loads the version in force. A set that does not compile fails (and so fails the cold
-    /// start); no set pushed yet gives an empty set, so that a fresh deployment answers
-    /// `unknown_source` until the first push.
+    /// Loads the version in force. A set that does not compile (or does not fit `limits`)
+    /// fails (and so fails the cold start); no set pushed yet gives an empty set, so that a
+    /// fresh deployment answers `unknown_source` until the first push.
     pub async fn load(
         repo: MappingRepo,
-        secrets: Arc<dyn SecretSource>,
+        secrets: LayeredSecrets,
+        secret_refresh: Option<SecretRefresh>,
+        limits: Limits,
         every: Duration,
     ) -> Result<(Self, MappingSet), AwsError> {
-        let version = repo.current_version().await?;
-        let set = repo.compile(version, secrets.as_ref()).await?.unwrap_or_default();
-        if version == 0 {
+        let pointer = repo.pointer().await?;
+        let set = repo.compile(&pointer, &secrets).await?.unwrap_or_default();
+        warn_limits(&limits, pointer.version, &set);
+        if pointer.version == 0 {
             tracing::warn!("no mapping set pushed yet; every source is unknown until `hub mappings push`");
         } else {
-            info!(version, sources = set.sources.len(), "mapping set loaded");
+            info!(version = pointer.version, sources = set.sources.len(), "mapping set loaded");
         }
         let live = Self {
             repo,
-            secrets,
-            version: AtomicU64::new(version),
+            secrets: RwLock::new(Arc::new(secrets)),
+            secret_refresh,
+            limits,
+            version: AtomicU64::new(pointer.version),
             every,
             last_check: Mutex::new(Instant::now()),
+            last_secret_check: Mutex::new(Instant::now()),
         };
         Ok((live, set))
     }
@@ -192,17 +341,61 @@ impl LiveMappings {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Checks the version if the interval has passed and swaps in a newer set. A newer set that
-    /// does not compile (e.g. a secret missing here) is logged and the current one kept.
+    /// The secrets mappings are compiled with now.
+    pub fn secrets(&self) -> Arc<LayeredSecrets> {
+        self.secrets.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Checks the version (and the secret) if their intervals have passed and swaps in a set
+    /// compiled from what changed. A set that does not compile (e.g. a secret missing here)
+    /// is logged and the current one kept.
     pub async fn refresh(&self, hub: &Hub) {
+        let secrets_changed = self.refresh_secrets().await;
         {
             let mut last = self.last_check.lock().await;
-            if last.elapsed() < self.every {
+            if !secrets_changed && last.elapsed() < self.every {
                 return;
             }
             *last = Instant::now();
         }
-        self.refresh_now(hub).await;
+        self.refresh_now(hub, secrets_changed).await;
+    }
+
+    /// Checks the version now, whatever the interval (e.g. an event names a source this set
+    /// does not have: a push may have added it). Returns whether a newer set is in force.
+    pub async fn refresh_forced(&self, hub: &Hub) -> bool {
+        *self.last_check.lock().await = Instant::now();
+        self.refresh_now(hub, false).await
+    }
+
+    /// Re-reads the secret when its interval has passed; `true` when its version changed.
+    async fn refresh_secrets(&self) -> bool {
+        let Some(r) = &self.secret_refresh else { return false };
+        {
+            let mut last = self.last_secret_check.lock().await;
+            if last.elapsed() < r.every {
+                return false;
+            }
+            *last = Instant::now();
+        }
+        let ids: Vec<&str> = r.ids.iter().map(String::as_str).collect();
+        let loaded = crate::secrets::load_all(&r.client, &ids).await;
+        match loaded.map(|l| if r.held_some { l.holding_some() } else { l }) {
+            Ok(fresh) if fresh.version != self.secrets().version => {
+                info!(from = ?self.secrets().version, to = ?fresh.version, "secret changed; recompiling the mapping set");
+                *self.secrets.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                error!(error = %e, "cannot re-read the secret; keeping the values in use");
+                false
+            }
+        }
     }
 
     /// Puts `set`, compiled from `version`, in force (also right after a push from here).
@@ -211,27 +404,34 @@ impl LiveMappings {
         self.version.store(version, Ordering::Relaxed);
     }
 
-    async fn refresh_now(&self, hub: &Hub) {
-        let latest = match self.repo.current_version().await {
-            Ok(v) => v,
-            Err(e) => return error!(error = %e, "cannot check the mapping version; keeping the current set"),
+    async fn refresh_now(&self, hub: &Hub, recompile: bool) -> bool {
+        let latest = match self.repo.pointer().await {
+            Ok(p) => p,
+            Err(e) => {
+                error!(error = %e, "cannot check the mapping version; keeping the current set");
+                return false;
+            }
         };
-        if latest == self.version() {
-            return;
+        if latest.version == self.version() && !recompile {
+            return false;
         }
-        match self.repo.compile(latest, self.secrets.as_ref()).await {
+        let secrets = self.secrets();
+        match self.repo.compile(&latest, secrets.as_ref()).await {
             Ok(set) => {
                 let set = set.unwrap_or_default();
+                warn_limits(&self.limits, latest.version, &set);
                 info!(
                     from = self.version(),
-                    to = latest,
+                    to = latest.version,
                     sources = set.sources.len(),
                     "mapping set reloaded"
                 );
-                self.install(hub, latest, set);
+                self.install(hub, latest.version, set);
+                true
             }
             Err(e) => {
-                error!(version = latest, error = %e, "new mapping set not loaded; keeping the current one")
+                error!(version = latest.version, error = %e, "new mapping set not loaded; keeping the current one");
+                false
             }
         }
     }

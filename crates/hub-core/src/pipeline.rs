@@ -107,6 +107,10 @@ pub enum JobOutcome {
     Exhausted,
 }
 
+/// An attempt this early is still run: clocks of the machines that schedule and run jobs
+/// differ a little.
+const DUE_TOLERANCE_MS: u64 = 1_000;
+
 /// How a shell runs a job.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -278,6 +282,15 @@ impl Hub {
         if d.status.is_final() {
             // A stale job (e.g. after a crash between send and record): clear it.
             self.store.save_attempt(id, d).await?;
+            return Ok(JobOutcome::Done);
+        }
+        if let Some(due) = d.next_attempt_at
+            && due.0 > self.clock.now().0.saturating_add(DUE_TOLERANCE_MS)
+        {
+            // A second job for a delivery already rescheduled (queues deliver at least once; a
+            // sweep may resend a job whose message waits in a backlog). Sending now would
+            // ignore the backoff; the store keeps the delivery due at its time.
+            info!(event = %id, delivery = %d.id, due = due.0, "attempt not due yet; skipped");
             return Ok(JobOutcome::Done);
         }
         let mappings = self.mappings();

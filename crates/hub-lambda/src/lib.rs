@@ -18,13 +18,13 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hub_aws::mappings::{LiveMappings, MappingRepo};
+use hub_aws::dynamo::{Begin, DynamoStore};
+use hub_aws::mappings::{DLQ_RETENTION, Limits, LiveMappings, MappingRepo, SecretRefresh};
 use hub_aws::sqs::{JobMessage, MAX_VISIBILITY_SECS, SqsQueue, secs_until};
 use hub_aws::{AwsError, Clients, Settings};
 use hub_core::error::{ErrorCode, PublicError};
 use hub_core::pipeline::{Hub, JobOutcome, RunOptions};
 use hub_core::ports::{Forwarder, Job};
-use hub_core::secret::SecretSource;
 use hub_core::time::{Clock, SystemClock, UnixMillis};
 use hub_http::router::{AppState, admin_routes, error_response, router};
 use serde_json::json;
@@ -43,7 +43,8 @@ struct Inner {
     hub: Arc<Hub>,
     live: LiveMappings,
     repo: MappingRepo,
-    secrets: Arc<dyn SecretSource>,
+    /// The store the hub runs on, for what only this shell does with it (job leases, sweeps).
+    store: DynamoStore,
     settings: Settings,
     queue: SqsQueue,
     dlq: Option<SqsQueue>,
@@ -69,18 +70,42 @@ impl Shell {
         forwarder: Arc<dyn Forwarder>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
-        let secrets: Arc<dyn SecretSource> =
-            Arc::new(clients.secrets(&settings).await.context("loading secrets from Secrets Manager")?);
-        let repo = MappingRepo::new(clients.dynamodb.clone(), settings.table.clone());
-        let (live, set) = LiveMappings::load(repo.clone(), secrets.clone(), settings.mappings_refresh)
-            .await
-            .context("loading the mapping set")?;
-        let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
         let store = clients.store(&settings);
-        let hub =
-            Arc::new(Hub::new(Arc::new(set), Arc::new(store), forwarder, clock, Arc::new(queue.clone())));
-        Ok(Self { inner: Arc::new(Inner { hub, live, repo, secrets, settings, queue, dlq }) })
+        Self::build_on(settings, clients, store, forwarder, clock).await
+    }
+
+    /// As [`Shell::build`], on a store built by the caller (tests count its metrics).
+    pub async fn build_on(
+        settings: Settings,
+        clients: &Clients,
+        store: DynamoStore,
+        forwarder: Arc<dyn Forwarder>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
+        let secrets = clients.secrets(&settings).await.context("loading secrets from Secrets Manager")?;
+        let ids = settings.secret_ids();
+        let refresh = (!ids.is_empty()).then(|| SecretRefresh {
+            client: clients.secrets.clone(),
+            ids,
+            held_some: settings.secrets_held_some,
+            every: settings.secrets_refresh,
+        });
+        let limits = Limits { retention: settings.retention, dlq_retention: DLQ_RETENTION };
+        let repo = MappingRepo::new(clients.dynamodb.clone(), settings.table.clone());
+        let (live, set) =
+            LiveMappings::load(repo.clone(), secrets, refresh, limits, settings.mappings_refresh)
+                .await
+                .context("loading the mapping set")?;
+        let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
+        let hub = Arc::new(Hub::new(
+            Arc::new(set),
+            Arc::new(store.clone()),
+            forwarder,
+            clock,
+            Arc::new(queue.clone()),
+        ));
+        Ok(Self { inner: Arc::new(Inner { hub, live, repo, store, settings, queue, dlq }) })
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -173,7 +198,8 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
         }
     };
     let files: Vec<(String, String)> = push.files.into_iter().collect();
-    let set = match hub_core::mapping::MappingSet::compile(&files, shell.inner.secrets.as_ref()) {
+    let secrets = shell.inner.live.secrets();
+    let set = match hub_core::mapping::MappingSet::compile(&files, secrets.as_ref()) {
         Ok(set) => set,
         Err(diags) => {
             let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
@@ -183,6 +209,12 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
             return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
     };
+    if let Err(m) = shell.inner.live.limits().check(&set) {
+        let e = PublicError::new(ErrorCode::InvalidMapping, m.clone());
+        let mut body = e.to_json();
+        body["error"]["diagnostics"] = json!([m]);
+        return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
     match shell.inner.repo.push(&files, shell.hub().clock.now().0).await {
         Ok(version) => {
             shell.inner.live.install(shell.hub(), version, set);
@@ -203,14 +235,20 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
 
 /// Handles one SQS batch: each message's job runs concurrently; the response lists the
 /// messages that must come back (partial batch failure), never the whole batch.
+///
+/// Dispatch jobs of a batch run one at a time: a dispatch holds its parsed body and the
+/// rendered requests (a 6 MB body can take a few hundred MB), while an attempt holds one
+/// rendered request; so the function's memory needs to fit one dispatch, not a batch of them.
 pub async fn deliver(shell: &Shell, event: SqsEvent) -> SqsBatchResponse {
     shell.refresh().await;
+    let dispatches = Arc::new(tokio::sync::Semaphore::new(1));
     let mut tasks = tokio::task::JoinSet::new();
     for msg in event.records {
         let shell = shell.clone();
+        let dispatches = dispatches.clone();
         tasks.spawn(async move {
             let id = msg.message_id.clone().unwrap_or_default();
-            (id, deliver_one(&shell, msg).await)
+            (id, deliver_one(&shell, msg, &dispatches).await)
         });
     }
     let mut failures = Vec::new();
@@ -242,7 +280,7 @@ enum MessageResult {
     Again,
 }
 
-async fn deliver_one(shell: &Shell, msg: SqsMessage) -> MessageResult {
+async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::Semaphore) -> MessageResult {
     let body = msg.body.clone().unwrap_or_default();
     let job = match JobMessage::parse(&body) {
         Ok(j) => j,
@@ -252,11 +290,52 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage) -> MessageResult {
             return MessageResult::Again;
         }
     };
+    let _permit = match job {
+        Job::Dispatch(_) => dispatches.acquire().await.ok(),
+        Job::Attempt(..) => None,
+    };
+    let receipt = msg.receipt_handle.as_deref();
+    let settings = shell.settings();
+    let now = shell.hub().clock.now();
+    match shell.inner.store.begin(&job, now, settings.job_lease, settings.max_runs).await {
+        Ok(Begin::Run { source }) => {
+            if matches!(job, Job::Dispatch(_)) && shell.hub().mappings().source(source.as_str()).is_none() {
+                // Pushed a moment ago and not loaded here yet? Look before calling it gone.
+                shell.inner.live.refresh_forced(shell.hub()).await;
+            }
+        }
+        Ok(Begin::Nothing) => return MessageResult::Done,
+        Ok(Begin::Busy(until)) => {
+            // A duplicate of a job another invocation is running: back when its lease ends.
+            info!(job = ?job, "job in progress elsewhere; the message waits for its lease");
+            if let Some(r) = receipt
+                && let Err(e) = shell.inner.queue.retry_after(r, secs_until(until, now)).await
+            {
+                warn!(error = %e, "could not delay the message; it comes back after the queue's visibility timeout");
+            }
+            return MessageResult::Again;
+        }
+        Ok(Begin::Poisoned(runs)) => {
+            let reason = format!(
+                "{runs} runs ended without an outcome (the function crashed, timed out or ran out of memory on this job)"
+            );
+            return match record_dead(shell, &job, reason).await {
+                Ok(()) => MessageResult::Done,
+                Err(e) => {
+                    error!(job = ?job, error = %e, "could not record a job that cannot be processed");
+                    MessageResult::Again
+                }
+            };
+        }
+        Err(e) => {
+            error!(job = ?job, error = %e, "job not started: the store failed; the message comes back");
+            return MessageResult::Again;
+        }
+    }
     let receives: u32 =
         msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let last_chance = receives >= shell.settings().max_receive;
+    let last_chance = receives >= settings.max_receive;
     let opts = RunOptions { last_chance, dead_letter_note: Some(DEAD_LETTER_NOTE.into()) };
-    let receipt = msg.receipt_handle.as_deref();
     match shell.hub().run_job_with(&job, &opts).await {
         Ok(JobOutcome::Done) => MessageResult::Done,
         Ok(JobOutcome::RetryAt(at)) => {
@@ -300,6 +379,28 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage) -> MessageResult {
     }
 }
 
+/// Records a job that cannot be processed as dead: a dispatch as failed, a delivery as dead,
+/// both with `reason` (the store counts it in the dead-events metric).
+async fn record_dead(shell: &Shell, job: &Job, reason: String) -> Result<(), hub_core::ports::StoreError> {
+    let hub = shell.hub();
+    let now = hub.clock.now();
+    error!(job = ?job, reason = %reason, "job recorded dead");
+    match job {
+        Job::Dispatch(id) => {
+            hub.store.save_dispatch(id, Vec::new(), Some(reason), now).await?;
+        }
+        Job::Attempt(id, did) => {
+            let Some(ev) = hub.store.event(id).await? else { return Ok(()) };
+            let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else { return Ok(()) };
+            d.status = hub_core::event::DeliveryStatus::Dead;
+            d.next_attempt_at = None;
+            d.last_error = Some(reason);
+            hub.store.save_attempt(id, d).await?;
+        }
+    }
+    Ok(())
+}
+
 /// What one schedule tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TickReport {
@@ -313,15 +414,20 @@ pub struct TickReport {
 const SWEEP_LIMIT: usize = 1_000;
 
 /// Sends jobs that are overdue by more than the grace period (their message was lost, could
-/// not be sent, or was due later than SQS can delay) and forgets expired dedup keys.
+/// not be sent, or was due later than SQS can delay) and forgets expired dedup keys. Each job
+/// sent is claimed for the sweep lease first, so that later ticks do not send it again while
+/// its message waits in a backlog.
 pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
     shell.refresh().await;
     let hub = shell.hub();
     let now = hub.clock.now();
-    let grace = u64::try_from(shell.settings().sweep_grace.as_millis()).unwrap_or(u64::MAX);
+    let settings = shell.settings();
+    let grace = u64::try_from(settings.sweep_grace.as_millis()).unwrap_or(u64::MAX);
     let cutoff = UnixMillis(now.0.saturating_sub(grace));
+    let lease = u64::try_from(settings.sweep_lease.as_millis()).unwrap_or(u64::MAX);
+    let until = UnixMillis(now.0.saturating_add(lease));
     let jobs: Vec<(Job, UnixMillis)> =
-        hub.store.due_jobs(cutoff, SWEEP_LIMIT).await?.into_iter().map(|j| (j, now)).collect();
+        shell.inner.store.sweep(cutoff, SWEEP_LIMIT, until).await?.into_iter().map(|j| (j, now)).collect();
     if !jobs.is_empty() {
         use hub_core::ports::Queue as _;
         shell.inner.queue.enqueue(&jobs, now).await.map_err(|e| anyhow::anyhow!(e))?;

@@ -117,18 +117,18 @@ async fn events_and_replay_work_while_the_server_holds_the_store() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let store = store_arg(&dir);
-    let (code, out) = hub_cli(&["events", "list", "--json", "--store", &store, "--server", &hub.base]);
+    let (code, out) = hub_cli(&["events", "list", "--json", "--store", &store]);
     assert_eq!(code, 0, "{out}");
     let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("a line")).expect("json");
     assert_eq!(line["id"], id.as_str());
     assert_eq!(line["status"], "dead");
 
     dest.script(&[], 200);
-    let (code, out) = hub_cli(&["replay", &id, "--store", &store, "--server", &hub.base]);
+    let (code, out) = hub_cli(&["replay", &id, "--store", &store]);
     assert_eq!(code, 0, "{out}");
     dest.wait_for(2, 10).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (code, out) = hub_cli(&["events", "show", &id, "--store", &store, "--server", &hub.base]);
+    let (code, out) = hub_cli(&["events", "show", &id, "--store", &store]);
     assert_eq!(code, 0, "{out}");
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["status"], "delivered");

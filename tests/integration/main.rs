@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod aws;
 mod corpus;
 
@@ -10,4 +11,6 @@ mod delivery;
 mod formats;
 mod golden;
 mod ingest;
+mod limits;
 mod restart;
+mod tour;

@@ -110,7 +110,10 @@ async fn record(State((got, script)): State<DestState>, req: axum::extract::Requ
 /// A `hub serve` child process.
 pub struct Hub {
     pub child: Child,
+    /// The public listener, `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The store file; the admin address and token files sit next to it.
+    pub store: std::path::PathBuf,
 }
 
 pub fn hub_bin() -> &'static str {
@@ -126,13 +129,15 @@ impl Hub {
     /// Like [`Hub::start`], with extra environment variables (secrets).
     pub fn start_with_env(mappings: &Path, store: &Path, env: &[(&str, &str)]) -> Hub {
         let mut child = Command::new(hub_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--allow-net", "127.0.0.0/8", "--store"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--allow-net", "127.0.0.0/8", "--store"])
             .arg(store)
             .arg("--mappings")
             .arg(mappings)
             .env("LEAD_SECRET", SECRET)
             .env("CRM_TOKEN", "crm-token-123")
             .env("HUB_LOG", "warn")
+            .env_remove("HUB_ADMIN_TOKEN")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -146,11 +151,26 @@ impl Hub {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected: {line}"))
             .to_string();
-        Hub { child, base }
+        Hub { child, base, store: store.to_path_buf() }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The admin listener's address, as the server recorded it next to the store.
+    pub fn admin_addr(&self) -> String {
+        admin_addr(&self.store)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
+    }
+
+    /// The admin bearer token from the token file next to the store.
+    pub fn admin_token(&self) -> String {
+        admin_token(&self.store)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -171,6 +191,20 @@ impl Drop for Hub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The admin address recorded next to `store` by a running `hub serve`.
+pub fn admin_addr(store: &Path) -> String {
+    let mut name = store.file_name().expect("store file").to_os_string();
+    name.push(".admin-addr");
+    std::fs::read_to_string(store.with_file_name(name)).expect("admin address file").trim().to_string()
+}
+
+/// The admin token written next to `store` by `hub serve`.
+pub fn admin_token(store: &Path) -> String {
+    let mut name = store.file_name().expect("store file").to_os_string();
+    name.push(".admin-token");
+    std::fs::read_to_string(store.with_file_name(name)).expect("admin token file").trim().to_string()
 }
 
 /// Runs the `hub` binary with `args`; returns (exit code, stdout).

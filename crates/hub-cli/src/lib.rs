@@ -2,6 +2,8 @@
 //! `replay`, `verify`. `main.rs` parses arguments; the commands live here so integration tests can call
 //! them too.
 
+pub mod admin_access;
+pub mod catcher;
 pub mod files;
 pub mod mappings_cmd;
 pub mod serve;

@@ -3,9 +3,11 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hub_cli::{mappings_cmd, serve, store_cmd, verify_cmd};
+use hub_http::server::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "hub", version, about = "Webhook integration hub")]
@@ -18,8 +20,24 @@ struct Cli {
 enum Cmd {
     /// Receive webhooks and deliver them (ingest + worker in one process, embedded store).
     Serve {
+        /// Public listener: `/hooks/...` and `/healthz` only.
         #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Admin listener (events, replay), loopback only, bearer token required.
+        #[arg(long, env = "HUB_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        /// Time a client gets to send a request head (e.g. 10s); then it is disconnected.
+        #[arg(long, env = "HUB_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+        header_timeout: Duration,
+        /// Time a client gets to send a request body after its head; then 408 request_timeout.
+        #[arg(long, env = "HUB_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+        body_timeout: Duration,
+        /// Open connections per listener at most; more wait until one closes.
+        #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 1024)]
+        max_connections: usize,
+        /// Requests handled at once per listener at most; more get 503 overloaded.
+        #[arg(long, env = "HUB_MAX_IN_FLIGHT", default_value_t = 256)]
+        max_in_flight: usize,
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
         #[arg(long, env = "HUB_MAPPINGS", default_value = "mappings")]
@@ -34,6 +52,10 @@ enum Cmd {
         /// `<env:NAME>` (with a warning) instead of failing the start. Never in production.
         #[arg(long)]
         dev: bool,
+        /// With --dev: where the catcher listens that prints every request it receives (the
+        /// tour mapping delivers to 127.0.0.1:8090).
+        #[arg(long, env = "HUB_CATCHER_LISTEN", default_value = "127.0.0.1:8090")]
+        catcher_listen: SocketAddr,
     },
     /// Check, test and dry-run mapping files.
     Mappings {
@@ -80,9 +102,9 @@ enum Cmd {
         event_id: String,
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
-        /// A running `hub serve` to ask when it holds the store.
-        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The admin URL of a running `hub serve` (default: the address it recorded next to the store).
+        #[arg(long, env = "HUB_SERVER")]
+        server: Option<String>,
     },
 }
 
@@ -131,9 +153,9 @@ enum EventsCmd {
     List {
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
-        /// A running `hub serve` to ask when it holds the store.
-        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The admin URL of a running `hub serve` (default: the address it recorded next to the store).
+        #[arg(long, env = "HUB_SERVER")]
+        server: Option<String>,
         #[arg(long)]
         source: Option<String>,
         /// received, filtered, pending, retrying, delivered or dead.
@@ -150,9 +172,9 @@ enum EventsCmd {
         event_id: String,
         #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
         store: PathBuf,
-        /// A running `hub serve` to ask when it holds the store.
-        #[arg(long, env = "HUB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The admin URL of a running `hub serve` (default: the address it recorded next to the store).
+        #[arg(long, env = "HUB_SERVER")]
+        server: Option<String>,
         #[arg(long)]
         body: bool,
     },
@@ -187,9 +209,36 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<bool> {
     let mut out = std::io::stdout();
     match cli.cmd {
-        Cmd::Serve { listen, store, mappings, allow_nets, concurrency, dev } => {
+        Cmd::Serve {
+            listen,
+            admin_listen,
+            header_timeout,
+            body_timeout,
+            max_connections,
+            max_in_flight,
+            store,
+            mappings,
+            allow_nets,
+            concurrency,
+            dev,
+            catcher_listen,
+        } => {
             init_tracing();
-            let cfg = serve::ServeConfig { listen, store, mappings, allow_nets, concurrency, dev };
+            let admin_token =
+                hub_cli::admin_access::env_token(std::env::var("HUB_ADMIN_TOKEN").ok().as_deref())?;
+            let limits = Limits { header_timeout, body_timeout, max_connections, max_in_flight };
+            let cfg = serve::ServeConfig {
+                listen,
+                admin_listen,
+                admin_token,
+                limits,
+                catcher_listen,
+                store,
+                mappings,
+                allow_nets,
+                concurrency,
+                dev,
+            };
             runtime()?.block_on(serve::serve(cfg))?;
             Ok(true)
         }
@@ -210,10 +259,10 @@ fn run(cli: Cli) -> Result<bool> {
             match cmd {
                 EventsCmd::List { store, server, source, status, limit, json } => {
                     let args = store_cmd::ListArgs { source, status, limit, json };
-                    rt.block_on(store_cmd::list(&store, &server, args, &mut out))?
+                    rt.block_on(store_cmd::list(&store, server.as_deref(), args, &mut out))?
                 }
                 EventsCmd::Show { event_id, store, server, body } => {
-                    rt.block_on(store_cmd::show(&store, &server, &event_id, body, &mut out))?
+                    rt.block_on(store_cmd::show(&store, server.as_deref(), &event_id, body, &mut out))?
                 }
             }
             Ok(true)
@@ -239,7 +288,7 @@ fn run(cli: Cli) -> Result<bool> {
             verify_cmd::run(&args, &mut out)
         }
         Cmd::Replay { event_id, store, server } => {
-            runtime()?.block_on(store_cmd::replay(&store, &server, &event_id, &mut out))?;
+            runtime()?.block_on(store_cmd::replay(&store, server.as_deref(), &event_id, &mut out))?;
             Ok(true)
         }
     }

@@ -1,13 +1,15 @@
 //! `hub serve`: ingest, worker and scheduler in one process on the embedded store.
 
-use crate::files;
+use crate::{admin_access, files};
 use anyhow::{Context, Result};
 use hub_core::mapping::MappingSet;
 use hub_core::pipeline::Hub;
 use hub_core::secret::{EnvSecrets, Secret, SecretRef, SecretSource};
 use hub_core::time::SystemClock;
+use hub_http::admin::AdminGuard;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
 use hub_http::router::{AppState, admin_router, router};
+use hub_http::server::{self, Limits};
 use hub_http::worker::{WakeQueue, Worker};
 use hub_store_redb::RedbStore;
 use std::net::SocketAddr;
@@ -18,7 +20,16 @@ use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The public listener: `/hooks/...` and `/healthz` only.
     pub listen: SocketAddr,
+    /// The admin listener (events, replay); must be a loopback address.
+    pub admin_listen: SocketAddr,
+    /// `HUB_ADMIN_TOKEN`; `None` uses (or creates) the token file next to the store.
+    pub admin_token: Option<String>,
+    /// Timeouts and caps of both listeners.
+    pub limits: Limits,
+    /// Where `--dev` starts the catcher that prints what it receives.
+    pub catcher_listen: SocketAddr,
     pub store: PathBuf,
     pub mappings: PathBuf,
     /// Destination networks exempt from the private-address guard (e.g. 127.0.0.0/8 in tests).
@@ -29,7 +40,8 @@ pub struct ServeConfig {
 }
 
 /// Loads mappings (secrets from the environment; any problem fails the start), opens the store.
-pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>) -> Result<Arc<Hub>> {
+/// `catcher` is the `--dev` catcher's address: the one loopback destination let through.
+pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAddr>) -> Result<Arc<Hub>> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
@@ -40,8 +52,11 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>) -> Result<Arc<Hub>> {
         anyhow::anyhow!("mappings do not compile:\n{}", list.join("\n"))
     })?;
     let store = RedbStore::open(&cfg.store)?;
-    let forwarder =
-        HttpForwarder::new(ForwarderConfig { allow_nets: cfg.allow_nets.clone(), ..Default::default() })?;
+    let forwarder = HttpForwarder::new(ForwarderConfig {
+        allow_nets: cfg.allow_nets.clone(),
+        allow_addrs: catcher.into_iter().collect(),
+        ..Default::default()
+    })?;
     for s in set.sources.values() {
         info!(source = %s.id, routes = s.routes.len(), file = %s.file, "source loaded");
         if s.is_unverified() {
@@ -74,35 +89,76 @@ impl SecretSource for DevSecrets {
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    if !cfg.admin_listen.ip().to_canonical().is_loopback() {
+        anyhow::bail!(
+            "--admin-listen {} is not a loopback address; the admin listener serves this machine only",
+            cfg.admin_listen
+        );
+    }
+    let catcher = if cfg.dev { start_catcher(cfg.catcher_listen).await } else { None };
     let wake = Arc::new(Notify::new());
-    let hub = build_hub(&cfg, wake.clone())?;
+    let hub = build_hub(&cfg, wake.clone(), catcher)?;
     let state = AppState { hub: hub.clone() };
-    let app = router(state.clone()).merge(admin_router(state));
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener {} (--admin-listen)", cfg.admin_listen))?;
     let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let token = match &cfg.admin_token {
+        Some(t) => t.clone(),
+        None => admin_access::load_or_create_token(&cfg.store)?,
+    };
+    admin_access::write_addr(&cfg.store, admin_addr)?;
+    let guard = Arc::new(AdminGuard::new(token, admin_addr));
+    let app = server::with_limits(router(state.clone()), &cfg.limits);
+    let admin_app = server::with_limits(admin_router(state, guard), &cfg.limits);
     info!(%addr, store = %cfg.store.display(), sources = hub.mappings().sources.len(), "hub listening");
+    let token_from = match cfg.admin_token {
+        Some(_) => "HUB_ADMIN_TOKEN".to_string(),
+        None => admin_access::token_path(&cfg.store).display().to_string(),
+    };
+    info!(addr = %admin_addr, token = %token_from, "admin listening (bearer token required)");
     // Printed for scripts and tests that start on port 0.
     println!("listening on http://{addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let worker = Worker::new(hub.clone(), wake, cfg.concurrency);
-    let mut worker_stop = stop_rx.clone();
-    let worker_task = tokio::spawn(worker.run(async move {
-        let _ = worker_stop.wait_for(|s| *s).await;
-    }));
-    let mut server_stop = stop_rx;
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-    let server_task = tokio::spawn(async move { server.await });
+    let worker_task = tokio::spawn(worker.run(stopped(stop_rx.clone())));
+    let limits = cfg.limits;
+    let public = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move { server::serve(listener, app, &limits, stop).await }
+    });
+    let admin = tokio::spawn({
+        let stop = stopped(stop_rx);
+        async move { server::serve(admin_listener, admin_app, &limits, stop).await }
+    });
     shutdown_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    server_task.await??;
+    public.await??;
+    admin.await??;
     worker_task.await?;
     Ok(())
+}
+
+/// Starts the `--dev` catcher; a busy port only costs the catcher, not the start.
+async fn start_catcher(listen: SocketAddr) -> Option<SocketAddr> {
+    match crate::catcher::start(listen).await {
+        Ok(addr) => {
+            info!(%addr, "dev catcher listening; it prints every request it receives");
+            Some(addr)
+        }
+        Err(e) => {
+            warn!(%listen, error = %e, "dev catcher not started (--catcher-listen to pick another address)");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

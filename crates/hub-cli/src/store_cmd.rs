@@ -1,5 +1,6 @@
 //! `hub events list|show` and `hub replay` on the local store.
 
+use crate::admin_access;
 use anyhow::{Context, Result, bail};
 use hub_core::event::{EventRecord, EventStatus};
 use hub_core::ids::{EventId, SourceId};
@@ -10,37 +11,58 @@ use std::io::Write;
 use std::path::Path;
 
 /// Where `events` and `replay` act: the store file, or, while `hub serve` holds it, that
-/// server's loopback admin routes.
+/// server's admin listener (found and authenticated through the files next to the store).
 enum Target {
     Local(RedbStore),
-    Server(String),
+    Server(Admin),
 }
 
-fn open(path: &Path, server: &str) -> Result<Target> {
+/// A running server's admin listener.
+struct Admin {
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    async fn send(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "the store is held by a running `hub serve`, and its admin listener at {} did not answer \
+                     (pass --server with its --admin-listen address)",
+                    self.base
+                )
+            })?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.context("admin listener answered non-JSON")?;
+        if !status.is_success() {
+            bail!(
+                "{} ({})",
+                v["error"]["message"].as_str().unwrap_or("admin request failed"),
+                v["error"]["code"].as_str().unwrap_or("error")
+            );
+        }
+        Ok(v)
+    }
+}
+
+fn open(path: &Path, server: Option<&str>) -> Result<Target> {
     if !path.exists() {
         bail!("no store at {} (start `hub serve` first, or pass --store)", path.display());
     }
     match RedbStore::open(path) {
         Ok(s) => Ok(Target::Local(s)),
-        Err(e) if e.is_locked() => Ok(Target::Server(server.trim_end_matches('/').to_string())),
+        Err(e) if e.is_locked() => Ok(Target::Server(Admin {
+            base: admin_access::server_url(path, server),
+            token: admin_access::read_token(path)?,
+        })),
         Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
     }
-}
-
-async fn admin_get(url: String) -> Result<serde_json::Value> {
-    let resp = reqwest::Client::new().get(&url).send().await.with_context(|| {
-        format!("the store is held by a running `hub serve`, and its admin routes at {url} did not answer (pass --server)")
-    })?;
-    admin_json(resp).await
-}
-
-async fn admin_json(resp: reqwest::Response) -> Result<serde_json::Value> {
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.context("admin route answered non-JSON")?;
-    if !status.is_success() {
-        bail!("{}", v["error"]["message"].as_str().unwrap_or("admin request failed"));
-    }
-    Ok(v)
 }
 
 pub fn parse_status(s: &str) -> Result<EventStatus> {
@@ -62,7 +84,7 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-pub async fn list(store: &Path, server: &str, args: ListArgs, out: &mut dyn Write) -> Result<()> {
+pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut dyn Write) -> Result<()> {
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let events: Vec<EventRecord> = match open(store, server)? {
         Target::Local(st) => {
@@ -74,15 +96,15 @@ pub async fn list(store: &Path, server: &str, args: ListArgs, out: &mut dyn Writ
             };
             st.list_events(&q).await?
         }
-        Target::Server(base) => {
-            let mut url = format!("{base}/admin/events?limit={}", args.limit);
+        Target::Server(admin) => {
+            let mut path = format!("/admin/events?limit={}", args.limit);
             if let Some(s) = &args.source {
-                url.push_str(&format!("&source={s}"));
+                path.push_str(&format!("&source={}", path_segment(s)));
             }
             if let Some(s) = status {
-                url.push_str(&format!("&status={}", s.as_str()));
+                path.push_str(&format!("&status={}", s.as_str()));
             }
-            serde_json::from_value(admin_get(url).await?)?
+            serde_json::from_value(admin.send(reqwest::Method::GET, &path).await?)?
         }
     };
     let json = args.json;
@@ -124,11 +146,18 @@ fn summary(e: &EventRecord) -> serde_json::Value {
     })
 }
 
-pub async fn show(store: &Path, server: &str, id: &str, with_body: bool, out: &mut dyn Write) -> Result<()> {
+pub async fn show(
+    store: &Path,
+    server: Option<&str>,
+    id: &str,
+    with_body: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let st = match open(store, server)? {
         Target::Local(st) => st,
-        Target::Server(base) => {
-            let v = admin_get(format!("{base}/admin/events/{id}?body={with_body}")).await?;
+        Target::Server(admin) => {
+            let path = format!("/admin/events/{}?body={with_body}", path_segment(id));
+            let v = admin.send(reqwest::Method::GET, &path).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             return Ok(());
         }
@@ -146,14 +175,11 @@ pub async fn show(store: &Path, server: &str, id: &str, with_body: bool, out: &m
     Ok(())
 }
 
-pub async fn replay(store: &Path, server: &str, id: &str, out: &mut dyn Write) -> Result<()> {
+pub async fn replay(store: &Path, server: Option<&str>, id: &str, out: &mut dyn Write) -> Result<()> {
     let st = match open(store, server)? {
         Target::Local(st) => st,
-        Target::Server(base) => {
-            let url = format!("{base}/admin/events/{id}/replay");
-            let resp =
-                reqwest::Client::new().post(&url).send().await.with_context(|| format!("POST {url}"))?;
-            admin_json(resp).await?;
+        Target::Server(admin) => {
+            admin.send(reqwest::Method::POST, &format!("/admin/events/{}/replay", path_segment(id))).await?;
             writeln!(out, "queued {id} for dispatch; the running `hub serve` delivers it now")?;
             return Ok(());
         }
@@ -164,4 +190,18 @@ pub async fn replay(store: &Path, server: &str, id: &str, out: &mut dyn Write) -
     }
     writeln!(out, "queued {id} for dispatch; `hub serve` delivers it with the current mappings")?;
     Ok(())
+}
+
+/// A value as one URL path segment or query value (ids are `evt_...`; anything else is
+/// percent-encoded, never read as more path or another parameter).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -41,6 +41,10 @@ pub struct ForwarderConfig {
     /// Networks that may be reached even though the guard would block them (for example an
     /// on-premises CRM in 10.0.0.0/8, or 127.0.0.0/8 in tests).
     pub allow_nets: Vec<IpNet>,
+    /// Exact `ip:port` destinations that may be reached although the guard would block their
+    /// address (the `hub serve --dev` catcher). They apply to URLs with that IP literal and port
+    /// only; a host name is never matched against them.
+    pub allow_addrs: Vec<SocketAddr>,
     /// `User-Agent` sent when the mapped request does not set one.
     pub user_agent: String,
     /// Limit for establishing a TCP (and TLS) connection, independent of the per-request timeout.
@@ -53,6 +57,7 @@ impl Default for ForwarderConfig {
     fn default() -> Self {
         Self {
             allow_nets: Vec::new(),
+            allow_addrs: Vec::new(),
             user_agent: concat!("hub/", env!("CARGO_PKG_VERSION")).to_owned(),
             connect_timeout: Duration::from_secs(5),
             max_response_snippet: 1024,
@@ -74,6 +79,7 @@ pub enum ForwarderBuildError {
 pub struct HttpForwarder {
     client: reqwest::Client,
     allow_nets: Arc<[IpNet]>,
+    allow_addrs: Arc<[SocketAddr]>,
     max_response_snippet: usize,
 }
 
@@ -97,11 +103,16 @@ impl HttpForwarder {
             .dns_resolver(GuardedResolver { allow_nets: Arc::clone(&allow_nets) })
             .build()
             .map_err(ForwarderBuildError::Client)?;
-        Ok(Self { client, allow_nets, max_response_snippet: cfg.max_response_snippet })
+        Ok(Self {
+            client,
+            allow_nets,
+            allow_addrs: cfg.allow_addrs.into(),
+            max_response_snippet: cfg.max_response_snippet,
+        })
     }
 
     async fn send_inner(&self, request: &OutgoingRequest, timeout: Duration) -> SendOutcome {
-        let prepared = match prepare(request, &self.allow_nets) {
+        let prepared = match prepare(request, &self.allow_nets, &self.allow_addrs) {
             Ok(prepared) => prepared,
             Err(outcome) => return outcome,
         };
@@ -164,7 +175,11 @@ fn failed(kind: SendFailure, message: impl Into<String>) -> SendOutcome {
     SendOutcome::Failed { kind, message: message.into() }
 }
 
-fn prepare(request: &OutgoingRequest, allow_nets: &[IpNet]) -> Result<Prepared, SendOutcome> {
+fn prepare(
+    request: &OutgoingRequest,
+    allow_nets: &[IpNet],
+    allow_addrs: &[SocketAddr],
+) -> Result<Prepared, SendOutcome> {
     let method = parse_method(&request.method)?;
     // The URL parser canonicalises IP literals (`0x7f.1`, `2130706433`, `[::ffff:7f00:1]`), so the
     // guard below sees the address that will actually be dialled.
@@ -185,7 +200,13 @@ fn prepare(request: &OutgoingRequest, allow_nets: &[IpNet]) -> Result<Prepared, 
     let origin = origin_of(&url, host);
     // IPv6 literals keep their brackets in `host_str`; a domain name never parses as an address.
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    // An IP literal is dialled as written (hyper skips the resolver), so an exact `ip:port`
+    // exemption checked here cannot be widened by DNS.
+    let exact = literal
+        .zip(url.port_or_known_default())
+        .is_some_and(|(ip, port)| allow_addrs.contains(&SocketAddr::new(ip, port)));
     if let Some(ip) = literal
+        && !exact
         && !is_permitted(ip, allow_nets)
     {
         return Err(failed(
@@ -662,6 +683,25 @@ mod tests {
             .await;
         assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
         assert_eq!(server.await.expect("server").method, "PUT");
+    }
+
+    #[tokio::test]
+    async fn exact_allowed_address_is_reached_and_nothing_else_of_loopback() {
+        let (addr, server) = serve_once(ok_response()).await;
+        let fwd = forwarder(ForwarderConfig { allow_addrs: vec![addr], ..ForwarderConfig::default() });
+        let outcome =
+            fwd.send(&request("POST", &format!("http://{addr}/tour")), Duration::from_secs(5)).await;
+        assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
+        assert_eq!(server.await.expect("server").path, "/tour");
+        // Another port on the same address, and the same port by name, stay blocked.
+        let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1));
+        for url in [format!("http://{other}/"), format!("http://localhost:{}/", addr.port())] {
+            let outcome = fwd.send(&request("POST", &url), Duration::from_secs(5)).await;
+            assert!(
+                matches!(outcome, SendOutcome::Failed { kind: SendFailure::Blocked, .. }),
+                "{url}: {outcome:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -78,8 +78,26 @@ async fn ingest(
     let Some(limit) = st.hub.mappings().source(&source).map(|s| s.max_body_bytes) else {
         return error_response(&IngestError::UnknownSource(source).public());
     };
-    // Read at most the cap: a sender cannot make us buffer more than the source allows.
-    let bytes = match Limited::new(body, limit).collect().await {
+    // Read at most the cap, and (served by `hub serve`) only until the body deadline: a sender
+    // can neither make us buffer more than the source allows nor hold the request open forever.
+    let read = Limited::new(body, limit).collect();
+    let collected = match parts.extensions.get::<crate::server::BodyDeadline>() {
+        Some(d) => match tokio::time::timeout_at(d.0, read).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(source = %source, "body not received within the deadline");
+                let mut r = error_response(&PublicError::new(
+                    ErrorCode::RequestTimeout,
+                    "the request body did not arrive in time",
+                ));
+                r.headers_mut()
+                    .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                return r;
+            }
+        },
+        None => read.await,
+    };
+    let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return error_response(&IngestError::TooLarge { size: limit + 1, limit }.public());
@@ -124,9 +142,14 @@ async fn ingest(
 }
 
 /// Admin routes for the local shell: list/show events and replay, so `hub events` and
-/// `hub replay` work while `hub serve` holds the store. Answered only on loopback connections.
-pub fn admin_router(state: AppState) -> Router {
-    admin_routes(state).route_layer(axum::middleware::from_fn(loopback_only))
+/// `hub replay` work while `hub serve` holds the store. Served on their own loopback listener,
+/// behind [`crate::admin::AdminGuard`] (token, own `Host`, no proxies or browsers).
+pub fn admin_router(state: AppState, guard: std::sync::Arc<crate::admin::AdminGuard>) -> Router {
+    admin_routes(state).fallback(not_found).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            crate::admin::guard(guard.clone(), req, next)
+        },
+    ))
 }
 
 /// The admin routes without a guard, for a shell that authenticates callers itself (the
@@ -137,17 +160,6 @@ pub fn admin_routes(state: AppState) -> Router {
         .route("/admin/events/{id}", get(admin_show))
         .route("/admin/events/{id}/replay", post(admin_replay))
         .with_state(state)
-}
-
-/// Refuses requests that did not come over a loopback connection.
-async fn loopback_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ci) if ci.0.ip().is_loopback() => next.run(request).await,
-        _ => error_response(&PublicError::new(
-            ErrorCode::Forbidden,
-            "admin routes answer loopback connections only",
-        )),
-    }
 }
 
 fn store_failure(e: &hub_core::ports::StoreError) -> Response {

@@ -33,6 +33,11 @@ const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
 /// Most operations folded into one commit.
 const MAX_BATCH: usize = 128;
 
+/// Operations waiting for the writer at most. Each can hold a whole body, so the queue is
+/// bounded: when the disk cannot keep up, callers hear `Unavailable` (a sender gets 503 and
+/// retries) instead of the process growing until it runs out of memory.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 512;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open store {path}: {source}")]
@@ -66,7 +71,7 @@ enum Op {
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
-    writer: mpsc::Sender<Op>,
+    writer: mpsc::SyncSender<Op>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -86,6 +91,11 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the store file and starts its writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with_queue(path, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// Like [`RedbStore::open`], with room for `capacity` operations waiting for the writer.
+    pub fn open_with_queue(path: impl AsRef<Path>, capacity: usize) -> Result<Self, OpenError> {
         let path = path.as_ref();
         let db = Database::create(path)
             .map_err(|source| OpenError::Open { path: path.display().to_string(), source })?;
@@ -100,7 +110,7 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| OpenError::Init(e.to_string()))?;
         let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let wdb = db.clone();
         std::thread::Builder::new()
             .name("hub-store-writer".into())
@@ -114,7 +124,10 @@ impl RedbStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(make(tx)).map_err(|_| unavailable("writer stopped"))?;
+        self.writer.try_send(make(tx)).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => unavailable("the store's write queue is full"),
+            mpsc::TrySendError::Disconnected(_) => unavailable("writer stopped"),
+        })?;
         rx.await.map_err(|_| unavailable("writer stopped"))?
     }
 
@@ -466,5 +479,61 @@ impl Store for RedbStore {
 
     async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError> {
         self.call(|tx| Op::Purge(now, tx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hub_core::ids::SourceId;
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            id: EventId::new(format!("evt_{n:04}")),
+            source: SourceId::new("s"),
+            received_at: UnixMillis(1_000),
+            method: "POST".into(),
+            path: "/hooks/s".into(),
+            query: None,
+            headers: hub_core::request::Headers::new(),
+            remote_addr: None,
+            body: bytes::Bytes::from_static(b"{}"),
+            dedup: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_write_queue_answers_unavailable_instead_of_growing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = RedbStore::open_with_queue(dir.path().join("s.redb"), 2).expect("open");
+        // An open write transaction stalls the writer thread, as a slow disk would.
+        let stall = store.db.begin_write().expect("write txn");
+        let calls: Vec<_> = (0..8)
+            .map(|n| {
+                let s = store.clone();
+                tokio::spawn(async move { s.accept(event(n)).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(stall);
+        let mut accepted = 0;
+        let mut refused = 0;
+        for c in calls {
+            match c.await.expect("task") {
+                Ok(Acceptance::Accepted(_)) => accepted += 1,
+                Err(StoreError::Unavailable(m)) if m.contains("queue is full") => refused += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // One op in the writer's hands, two waiting: the rest are refused at once.
+        assert!(refused >= 8 - 3, "refused {refused} of 8");
+        assert!(accepted >= 1, "the ops that were queued are committed once the writer runs");
+        let mut stored = 0;
+        for n in 0..8 {
+            if store.event(&EventId::new(format!("evt_{n:04}"))).await.expect("read").is_some() {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, accepted, "exactly the accepted events are stored");
     }
 }

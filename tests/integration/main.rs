@@ -13,4 +13,5 @@ mod golden;
 mod ingest;
 mod limits;
 mod restart;
+mod storage;
 mod tour;

@@ -13,12 +13,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use bytes::Bytes;
 use hub_core::event::{DeliveryRecord, DeliveryStatus, EventRecord, EventStatus};
 use hub_core::ids::{DeliveryId, EventId, SourceId};
-use hub_core::ports::{Acceptance, EventQuery, Job, NewEvent, Store, StoreError};
+use hub_core::ports::{
+    Acceptance, EventQuery, Job, JobFailed, JobFailure, NewEvent, Purged, Store, StoreError,
+};
 use hub_core::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -44,7 +46,9 @@ pub struct DynamoStore {
     ddb: Client,
     table: String,
     blobs: Blobs,
-    /// Items of an event expire this long after it was received (DynamoDB TTL).
+    /// `Some`: an event's items expire (DynamoDB TTL) at the event's expiry, its last receipt,
+    /// dispatch or replay plus its source's retention; the duration is the expiry of events
+    /// stored before events carried their own. `None`: items never expire.
     retention: Option<Duration>,
     /// Where events that become dead are counted.
     metrics: Metrics,
@@ -75,6 +79,14 @@ struct Meta {
     /// progress (its lease), or one that died without a word (crash, timeout, out of memory).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     started: BTreeMap<String, Started>,
+    /// When the event expires (ms): last receipt, dispatch or replay plus `retention_ms`.
+    #[serde(default)]
+    expires: Option<u64>,
+    #[serde(default)]
+    retention_ms: Option<u64>,
+    /// Store failures in a row of a queued job: `d` for the dispatch, else the delivery id.
+    #[serde(default)]
+    failures: BTreeMap<String, u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -113,7 +125,18 @@ struct Open {
     due: u64,
 }
 
+/// The `failures` key of a dispatch job.
+const DISPATCH_FAILS: &str = "d";
+
 impl Meta {
+    /// Moves the expiry to `at` plus the retention, unless it is later already.
+    fn rearm(&mut self, at: UnixMillis) {
+        if let Some(r) = self.retention_ms {
+            let next = at.0.saturating_add(r);
+            self.expires = Some(self.expires.map_or(next, |e| e.max(next)));
+        }
+    }
+
     fn earliest_due(&self) -> Option<u64> {
         self.open.values().map(|o| o.due).chain(self.dispatch_due).min()
     }
@@ -307,8 +330,23 @@ impl DynamoStore {
         &self.table
     }
 
-    fn ttl_of(&self, received_at: UnixMillis) -> Option<u64> {
-        self.retention.map(|r| (received_at.0 / 1000).saturating_add(r.as_secs()))
+    /// The TTL (unix seconds) of an event's items.
+    fn ttl_of(&self, meta: &Meta) -> Option<u64> {
+        let r = self.retention?;
+        let expires = meta.expires.unwrap_or_else(|| {
+            meta.record.received_at.0.saturating_add(u64::try_from(r.as_millis()).unwrap_or(u64::MAX))
+        });
+        Some(expires.div_ceil(1000))
+    }
+
+    /// The event's expiry: stored, or for an event stored before expiries were, its receipt
+    /// plus the store's retention.
+    fn expiry_of(&self, meta: &Meta) -> Option<u64> {
+        meta.expires.or_else(|| {
+            self.retention.map(|r| {
+                meta.record.received_at.0.saturating_add(u64::try_from(r.as_millis()).unwrap_or(u64::MAX))
+            })
+        })
     }
 
     /// The event item as it is stored: index attributes derived from `meta`, `version` next.
@@ -338,7 +376,7 @@ impl DynamoStore {
             item.insert("due_pk".into(), s(format!("due#{shard}")));
             item.insert("due_sk".into(), s(due_sk(due, id.as_str())));
         }
-        if let Some(ttl) = self.ttl_of(meta.record.received_at) {
+        if let Some(ttl) = self.ttl_of(meta) {
             item.insert("ttl".into(), n(ttl));
         }
         Ok(item)
@@ -399,14 +437,14 @@ impl DynamoStore {
         id: &EventId,
         sk: &str,
         doc: Result<String, String>,
-        received_at: UnixMillis,
+        ttl: Option<u64>,
     ) -> HashMap<String, AttributeValue> {
         let mut item = HashMap::from([("pk".to_string(), s(event_pk(id))), ("sk".to_string(), s(sk))]);
         match doc {
             Ok(inline) => item.insert("doc".into(), s(inline)),
             Err(key) => item.insert("s3_key".into(), s(key)),
         };
-        if let Some(ttl) = self.ttl_of(received_at) {
+        if let Some(ttl) = ttl {
             item.insert("ttl".into(), n(ttl));
         }
         item
@@ -686,6 +724,9 @@ fn parse_meta(item: &HashMap<String, AttributeValue>) -> Result<(Meta, u64), Sto
 impl Store for DynamoStore {
     async fn accept(&self, ev: NewEvent) -> Result<Acceptance, StoreError> {
         let id = ev.id.clone();
+        let retention_ms = u64::try_from(ev.retention.as_millis()).unwrap_or(u64::MAX);
+        let expires = ev.received_at.0.saturating_add(retention_ms);
+        let body_ttl = self.retention.map(|_| expires.div_ceil(1000));
         let body_item = {
             let mut item =
                 HashMap::from([("pk".to_string(), s(event_pk(&id))), ("sk".to_string(), s(BODY_SK))]);
@@ -698,7 +739,7 @@ impl Store for DynamoStore {
                 self.blobs.put(&key, ev.body.clone()).await?;
                 item.insert("s3_key".into(), s(key));
             }
-            if let Some(ttl) = self.ttl_of(ev.received_at) {
+            if let Some(ttl) = body_ttl {
                 item.insert("ttl".into(), n(ttl));
             }
             item
@@ -727,9 +768,14 @@ impl Store for DynamoStore {
             open: BTreeMap::new(),
             current: Vec::new(),
             started: BTreeMap::new(),
+            expires: Some(expires),
+            retention_ms: Some(retention_ms),
+            failures: BTreeMap::new(),
         };
         let mut items = Vec::with_capacity(3);
         if let Some((key, until)) = &ev.dedup {
+            // A key never outlives its event.
+            let until = UnixMillis(until.0.min(expires));
             let pk = Self::dedup_pk(&ev.source, key);
             let item = HashMap::from([
                 ("pk".to_string(), s(pk.clone())),
@@ -905,10 +951,16 @@ impl Store for DynamoStore {
         let token = uuid::Uuid::now_v7().simple().to_string();
         let mut items = Vec::with_capacity(deliveries.len());
         let mut placed = Vec::with_capacity(deliveries.len());
+        // Delivery items live as long as the event after this dispatch.
+        let ttl = {
+            let mut armed = meta.clone();
+            armed.rearm(at);
+            self.ttl_of(&armed)
+        };
         for (i, d) in deliveries.iter().enumerate() {
             let sk = format!("dlv#{token}#{i:05}");
             let doc = self.delivery_doc(id, d).await?;
-            items.push(self.delivery_item(id, &sk, doc, meta.record.received_at));
+            items.push(self.delivery_item(id, &sk, doc, ttl));
             placed.push(sk);
         }
         self.batch_put(items).await?;
@@ -918,6 +970,8 @@ impl Store for DynamoStore {
                     return Ok(Err(false));
                 }
                 apply_dispatch(m, &deliveries, error.clone(), token.clone(), &placed, at);
+                m.rearm(at);
+                m.failures.remove(DISPATCH_FAILS);
                 Ok(Ok((true, Vec::new())))
             })
             .await?;
@@ -942,9 +996,11 @@ impl Store for DynamoStore {
             .update_meta(id, false, |m| {
                 source = m.record.source.to_string();
                 // Not open: final already (or never queued), nothing changes.
+                let ttl = self.ttl_of(m);
                 let Some(open) = m.open.get_mut(&did) else { return Ok(Err(false)) };
+                let item = self.delivery_item(id, &open.sk, doc.clone(), ttl);
                 m.started.remove(&did);
-                let item = self.delivery_item(id, &open.sk, doc.clone(), m.record.received_at);
+                m.failures.remove(&did);
                 match (d.status.is_final(), d.next_attempt_at) {
                     (false, Some(at)) => open.due = at.0,
                     (false, None) => {}
@@ -974,16 +1030,43 @@ impl Store for DynamoStore {
         self.update_meta(id, false, |m| {
             m.dispatch_due = Some(at.0);
             m.started.remove("dispatch");
-            Ok(Ok((true, Vec::new())))
+            m.failures.remove(DISPATCH_FAILS);
+            m.rearm(at);
+            // The body item lives as long as the event.
+            let mut extra = Vec::new();
+            if let Some(ttl) = self.ttl_of(m) {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(event_pk(id)))
+                    .key("sk", s(BODY_SK))
+                    .update_expression("SET #ttl = :ttl")
+                    .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_values(":ttl", n(ttl))
+                    .build()
+                    .map_err(unavailable)?;
+                extra.push(TransactWriteItem::builder().update(update).build());
+            }
+            Ok(Ok((true, extra)))
         })
         .await
     }
 
-    async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        let mut purged = 0;
+    async fn expires_at(&self, id: &EventId) -> Result<Option<UnixMillis>, StoreError> {
+        Ok(self.load_meta(id).await?.and_then(|(m, _)| self.expiry_of(&m)).map(UnixMillis))
+    }
+
+    /// Events expire by TTL; this forgets dedup keys, at most `limit`, through the due index.
+    async fn purge(&self, now: UnixMillis, limit: usize) -> Result<Purged, StoreError> {
+        let limit = limit.max(1);
+        let mut purged = Purged::default();
+        let mut seen = 0usize;
         for shard in 0..SHARDS {
-            let items = self.due_by(format!("dedup#{shard}"), now, usize::MAX).await?;
-            for item in items {
+            if seen >= limit {
+                break;
+            }
+            let items = self.due_by(format!("dedup#{shard}"), now, limit - seen).await?;
+            for item in items.into_iter().take(limit - seen) {
+                seen += 1;
                 let Some(pk) = get_s(&item, "pk") else { continue };
                 // Deleted only if still expired: a key reused meanwhile is kept.
                 let r = self
@@ -998,7 +1081,7 @@ impl Store for DynamoStore {
                     .send()
                     .await;
                 match r {
-                    Ok(_) => purged += 1,
+                    Ok(_) => purged.dedup_keys += 1,
                     Err(e)
                         if e.as_service_error()
                             .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
@@ -1006,7 +1089,65 @@ impl Store for DynamoStore {
                 }
             }
         }
+        purged.more = seen >= limit;
         Ok(purged)
+    }
+
+    async fn job_failed(&self, job: &Job, f: &JobFailure) -> Result<JobFailed, StoreError> {
+        let (id, key) = match job {
+            Job::Dispatch(id) => (id, DISPATCH_FAILS.to_string()),
+            Job::Attempt(id, d) => (id, d.to_string()),
+        };
+        let max = f.max_failures.max(1);
+        let counted = self
+            .update_meta(id, None, |m| {
+                let queued = match job {
+                    Job::Dispatch(_) => m.dispatch_due.is_some(),
+                    Job::Attempt(..) => m.open.contains_key(&key),
+                };
+                if !queued {
+                    return Ok(Err(None));
+                }
+                let failures = m.failures.get(&key).copied().unwrap_or(0).saturating_add(1);
+                if failures >= max {
+                    return Ok(Err(Some(failures)));
+                }
+                m.failures.insert(key.clone(), failures);
+                match job {
+                    Job::Dispatch(_) => m.dispatch_due = Some(f.retry_at.0),
+                    Job::Attempt(..) => {
+                        if let Some(o) = m.open.get_mut(&key) {
+                            o.due = f.retry_at.0;
+                        }
+                    }
+                }
+                Ok(Ok((Some(failures), Vec::new())))
+            })
+            .await?;
+        let Some(failures) = counted else { return Ok(JobFailed::Gone) };
+        if failures < max {
+            return Ok(JobFailed::Deferred { failures });
+        }
+        // Given up: recorded like any other outcome of the job, which also clears its count.
+        let why = format!("gave up after {failures} failed runs: {}", f.reason);
+        let recorded = match job {
+            Job::Dispatch(_) => self.save_dispatch(id, Vec::new(), Some(why), f.at).await?,
+            Job::Attempt(_, did) => {
+                let Some(ev) = self.event(id).await? else { return Ok(JobFailed::Gone) };
+                let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else {
+                    return Ok(JobFailed::Gone);
+                };
+                d.status = DeliveryStatus::Dead;
+                d.next_attempt_at = None;
+                d.last_error = Some(why);
+                self.save_attempt(id, d).await?
+            }
+        };
+        Ok(if recorded { JobFailed::Dead { failures } } else { JobFailed::Gone })
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.get("health".into(), "health").await.map(drop)
     }
 }
 

@@ -39,6 +39,7 @@ fn event(at: u64) -> NewEvent {
         remote_addr: None,
         body: Bytes::from_static(b"{\"a\":1}"),
         dedup: None,
+        retention: std::time::Duration::from_secs(30 * 24 * 3600),
     }
 }
 

@@ -110,6 +110,7 @@ fn event(i: usize) -> NewEvent {
             "x".repeat(1500)
         )),
         dedup: Some((format!("k{i}"), UnixMillis(1_800_000_000_000))),
+        retention: std::time::Duration::from_secs(30 * 24 * 3600),
     }
 }
 

@@ -88,7 +88,27 @@ impl SecretSource for DevSecrets {
     }
 }
 
+/// A write past a file-size limit (`ulimit -f`) raises SIGXFSZ, whose default action kills the
+/// process. Caught, the write fails with EFBIG instead, which the store treats like a full disk:
+/// it answers 503 and recovers by itself once the limit allows the write.
+#[cfg(unix)]
+fn catch_file_size_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    warn!("a write went past the process's file-size limit");
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot catch SIGXFSZ; a file-size limit would stop the process"),
+    }
+}
+
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    #[cfg(unix)]
+    catch_file_size_signal();
     if !cfg.admin_listen.ip().to_canonical().is_loopback() {
         anyhow::bail!(
             "--admin-listen {} is not a loopback address; the admin listener serves this machine only",

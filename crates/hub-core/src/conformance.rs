@@ -7,10 +7,14 @@
 
 use crate::event::{DeliveryRecord, DeliveryStatus, EventStatus, OutgoingRequest};
 use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
-use crate::ports::{Acceptance, EventQuery, Job, NewEvent, Store};
+use crate::ports::{Acceptance, EventQuery, Job, JobFailed, JobFailure, NewEvent, Purged, Store};
 use crate::request::Headers;
 use crate::time::UnixMillis;
 use bytes::Bytes;
+use std::time::Duration;
+
+/// Retention of the events the checks make unless they say otherwise.
+const LONG: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
     let mut headers = Headers::new();
@@ -26,6 +30,7 @@ fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
         remote_addr: Some("127.0.0.1".into()),
         body: Bytes::from_static(b"{\"a\":1}"),
         dedup: dedup.map(|k| (k.to_string(), UnixMillis(at + 60_000))),
+        retention: LONG,
     }
 }
 
@@ -50,7 +55,7 @@ fn delivery(route: &str, at: u64) -> DeliveryRecord {
 }
 
 /// How many stores [`run_all`] asks `fresh` for.
-pub const CHECKS: usize = 11;
+pub const CHECKS: usize = 16;
 
 /// Runs every check, each on a store made by `fresh`.
 pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
@@ -61,10 +66,25 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
     filtered_and_dead_statuses(&fresh()).await;
     requeue_replays_and_unknown_is_false(&fresh()).await;
     list_is_newest_first_with_filters(&fresh()).await;
-    purge_forgets_expired_dedup_keys(&fresh()).await;
+    purge_forgets_expired_dedup_keys_in_bounded_passes(&fresh()).await;
     jobs_that_ran_already_change_nothing(&fresh()).await;
     large_bodies_round_trip(&fresh()).await;
     concurrent_duplicates_are_accepted_once(&fresh()).await;
+    expiry_counts_from_the_last_receipt_dispatch_or_replay(&fresh()).await;
+    dedup_keys_expire_with_or_before_their_event(&fresh()).await;
+    failing_dispatch_backs_off_then_is_recorded_dead(&fresh()).await;
+    failing_attempt_backs_off_then_is_recorded_dead(&fresh()).await;
+    a_working_store_is_healthy(&fresh()).await;
+}
+
+/// How many stores [`run_purge`] asks `fresh` for.
+pub const PURGE_CHECKS: usize = 2;
+
+/// Checks for stores that delete expired events themselves in [`Store::purge`] (the embedded
+/// store; DynamoDB deletes them by TTL at [`Store::expires_at`], which [`run_all`] checks).
+pub async fn run_purge<S: Store, F: FnMut() -> S>(mut fresh: F) {
+    purge_deletes_expired_final_events_and_keeps_the_rest(&fresh()).await;
+    purge_passes_are_bounded(&fresh()).await;
 }
 
 pub async fn accept_stores_event_body_and_queues_dispatch<S: Store>(s: &S) {
@@ -215,13 +235,24 @@ pub async fn list_is_newest_first_with_filters<S: Store>(s: &S) {
     assert_eq!(filtered.len(), 1);
 }
 
-pub async fn purge_forgets_expired_dedup_keys<S: Store>(s: &S) {
-    s.accept(new_event("src", Some("old"), 1_000)).await.unwrap();
+pub async fn purge_forgets_expired_dedup_keys_in_bounded_passes<S: Store>(s: &S) {
+    for k in ["old1", "old2", "old3"] {
+        s.accept(new_event("src", Some(k), 1_000)).await.unwrap();
+    }
     s.accept(new_event("src", Some("new"), 100_000)).await.unwrap();
-    assert_eq!(s.purge_dedup(UnixMillis(80_000)).await.unwrap(), 1);
+    let first = s.purge(UnixMillis(80_000), 2).await.unwrap();
+    assert_eq!((first.events, first.dedup_keys, first.more), (0, 2, true), "{first:?}");
+    let second = s.purge(UnixMillis(80_000), 2).await.unwrap();
+    assert_eq!((second.events, second.dedup_keys, second.more), (0, 1, false), "{second:?}");
+    assert_eq!(s.purge(UnixMillis(80_000), 2).await.unwrap(), Purged::default());
     assert!(matches!(
         s.accept(new_event("src", Some("new"), 100_001)).await.unwrap(),
         Acceptance::Duplicate(_)
+    ));
+    // A forgotten key is free again (its window had passed anyway).
+    assert!(matches!(
+        s.accept(new_event("src", Some("old1"), 80_001)).await.unwrap(),
+        Acceptance::Accepted(_)
     ));
 }
 
@@ -293,4 +324,218 @@ pub async fn concurrent_duplicates_are_accepted_once<S: Store>(s: &S) {
         }
     }
     assert_eq!(s.due_jobs(UnixMillis(10_000), 10).await.unwrap().len(), 1, "one dispatch queued");
+}
+
+fn with_retention(mut ev: NewEvent, ms: u64) -> NewEvent {
+    ev.retention = Duration::from_millis(ms);
+    ev
+}
+
+/// Expiry is the last activity plus the retention: a replay or a later dispatch re-arms it.
+pub async fn expiry_counts_from_the_last_receipt_dispatch_or_replay<S: Store>(s: &S) {
+    let ev = with_retention(new_event("src", None, 1_000), 100_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    assert_eq!(s.expires_at(&id).await.unwrap(), Some(UnixMillis(101_000)));
+    s.save_dispatch(&id, vec![delivery("a", 5_000)], None, UnixMillis(5_000)).await.unwrap();
+    assert_eq!(s.expires_at(&id).await.unwrap(), Some(UnixMillis(105_000)), "dispatch re-arms");
+    assert!(s.requeue(&id, UnixMillis(50_000)).await.unwrap());
+    assert_eq!(s.expires_at(&id).await.unwrap(), Some(UnixMillis(150_000)), "replay re-arms");
+    // An earlier time never shortens it.
+    assert!(s.requeue(&id, UnixMillis(10_000)).await.unwrap());
+    assert_eq!(s.expires_at(&id).await.unwrap(), Some(UnixMillis(150_000)));
+    assert_eq!(s.expires_at(&EventId::new("evt_nope")).await.unwrap(), None);
+}
+
+/// A dedup window longer than the event's retention ends with the event: a key never names an
+/// event that is gone.
+pub async fn dedup_keys_expire_with_or_before_their_event<S: Store>(s: &S) {
+    let mut ev = with_retention(new_event("src", Some("k"), 1_000), 10_000);
+    ev.dedup = Some(("k".into(), UnixMillis(1_000 + 60_000)));
+    s.accept(ev).await.unwrap();
+    assert!(matches!(s.accept(new_event("src", Some("k"), 10_999)).await.unwrap(), Acceptance::Duplicate(_)));
+    s.purge(UnixMillis(11_000), 100).await.unwrap();
+    assert!(
+        matches!(s.accept(new_event("src", Some("k"), 11_000)).await.unwrap(), Acceptance::Accepted(_)),
+        "the key ended with its event's retention"
+    );
+}
+
+fn failure(reason: &str, at: u64, retry_at: u64) -> JobFailure {
+    JobFailure { reason: reason.into(), at: UnixMillis(at), retry_at: UnixMillis(retry_at), max_failures: 3 }
+}
+
+/// A dispatch that keeps failing on the store moves back in the queue, then is given up.
+pub async fn failing_dispatch_backs_off_then_is_recorded_dead<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let job = Job::Dispatch(id.clone());
+    let r = s.job_failed(&job, &failure("boom", 1_000, 5_000)).await.unwrap();
+    assert_eq!(r, JobFailed::Deferred { failures: 1 });
+    assert!(s.due_jobs(UnixMillis(4_999), 10).await.unwrap().is_empty(), "backed off");
+    assert_eq!(s.due_jobs(UnixMillis(5_000), 10).await.unwrap(), vec![job.clone()]);
+    assert_eq!(
+        s.job_failed(&job, &failure("boom", 5_000, 9_000)).await.unwrap(),
+        JobFailed::Deferred { failures: 2 }
+    );
+    assert_eq!(
+        s.job_failed(&job, &failure("boom again", 9_000, 20_000)).await.unwrap(),
+        JobFailed::Dead { failures: 3 }
+    );
+    assert!(s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap().is_empty(), "given up");
+    let rec = s.event(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status(), EventStatus::Dead);
+    assert!(rec.last_error().is_some_and(|e| e.contains("boom again") && e.contains('3')), "{rec:?}");
+    assert_eq!(s.job_failed(&job, &failure("late", 9_000, 20_000)).await.unwrap(), JobFailed::Gone);
+    // A replay starts a fresh count.
+    assert!(s.requeue(&id, UnixMillis(30_000)).await.unwrap());
+    assert_eq!(
+        s.job_failed(&job, &failure("x", 30_000, 31_000)).await.unwrap(),
+        JobFailed::Deferred { failures: 1 }
+    );
+}
+
+/// An attempt that keeps failing on the store: same, and its delivery is the one recorded dead.
+pub async fn failing_attempt_backs_off_then_is_recorded_dead<S: Store>(s: &S) {
+    let ev = new_event("src", None, 1_000);
+    let id = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let d = delivery("a", 1_000);
+    let other = delivery("b", 1_000);
+    s.save_dispatch(&id, vec![d.clone(), other.clone()], None, UnixMillis(1_000)).await.unwrap();
+    let job = Job::Attempt(id.clone(), d.id.clone());
+    let r = s.job_failed(&job, &failure("disk", 1_000, 4_000)).await.unwrap();
+    assert_eq!(r, JobFailed::Deferred { failures: 1 });
+    assert_eq!(
+        s.due_jobs(UnixMillis(3_999), 10).await.unwrap(),
+        vec![Job::Attempt(id.clone(), other.id.clone())],
+        "the failing job no longer heads the queue"
+    );
+    // A recorded outcome resets the count.
+    let mut retry = d.clone();
+    retry.attempts = 1;
+    retry.status = DeliveryStatus::Retrying;
+    retry.next_attempt_at = Some(UnixMillis(6_000));
+    assert!(s.save_attempt(&id, retry).await.unwrap());
+    for (i, n) in [(1u32, 6_000u64), (2, 7_000)] {
+        assert_eq!(
+            s.job_failed(&job, &failure("disk", n, n + 1_000)).await.unwrap(),
+            JobFailed::Deferred { failures: i }
+        );
+    }
+    assert_eq!(
+        s.job_failed(&job, &failure("disk", 8_000, 9_000)).await.unwrap(),
+        JobFailed::Dead { failures: 3 }
+    );
+    let rec = s.event(&id).await.unwrap().unwrap();
+    let got = rec.deliveries.iter().find(|x| x.id == d.id).unwrap();
+    assert_eq!(got.status, DeliveryStatus::Dead);
+    assert!(got.last_error.as_deref().is_some_and(|e| e.contains("disk")), "{got:?}");
+    assert_eq!(got.next_attempt_at, None);
+    assert_eq!(
+        s.due_jobs(UnixMillis(u64::MAX / 2), 10).await.unwrap(),
+        vec![Job::Attempt(id.clone(), other.id.clone())],
+        "the other delivery is untouched"
+    );
+}
+
+pub async fn a_working_store_is_healthy<S: Store>(s: &S) {
+    s.health().await.unwrap();
+    s.accept(new_event("src", None, 1_000)).await.unwrap();
+    s.health().await.unwrap();
+}
+
+/// Old events whose deliveries are all final go with their bodies, deliveries and dedup keys;
+/// recent ones and ones still being retried stay.
+pub async fn purge_deletes_expired_final_events_and_keeps_the_rest<S: Store>(s: &S) {
+    let retention = 10_000;
+    // Delivered, old.
+    let ev = with_retention(new_event("src", Some("delivered"), 1_000), retention);
+    let delivered = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let mut d = delivery("a", 1_000);
+    s.save_dispatch(&delivered, vec![d.clone()], None, UnixMillis(1_000)).await.unwrap();
+    d.status = DeliveryStatus::Delivered;
+    d.attempts = 1;
+    d.next_attempt_at = None;
+    s.save_attempt(&delivered, d).await.unwrap();
+    // Filtered, old.
+    let ev = with_retention(new_event("src", None, 1_000), retention);
+    let filtered = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    s.save_dispatch(&filtered, vec![], None, UnixMillis(1_000)).await.unwrap();
+    // Still retrying, old.
+    let ev = with_retention(new_event("src", None, 1_000), retention);
+    let retrying = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    let mut r = delivery("a", 1_000);
+    s.save_dispatch(&retrying, vec![r.clone()], None, UnixMillis(1_000)).await.unwrap();
+    r.status = DeliveryStatus::Retrying;
+    r.attempts = 1;
+    r.next_attempt_at = Some(UnixMillis(40_000));
+    s.save_attempt(&retrying, r).await.unwrap();
+    // Replayed (re-armed) after being delivered: old receipt, recent replay.
+    let ev = with_retention(new_event("src", None, 1_000), retention);
+    let replayed = ev.id.clone();
+    s.accept(ev).await.unwrap();
+    s.save_dispatch(&replayed, vec![], None, UnixMillis(1_000)).await.unwrap();
+    s.requeue(&replayed, UnixMillis(15_000)).await.unwrap();
+    s.save_dispatch(&replayed, vec![], None, UnixMillis(15_000)).await.unwrap();
+    // Recent.
+    let ev = with_retention(new_event("src", Some("recent"), 20_000), retention);
+    let recent = ev.id.clone();
+    s.accept(ev).await.unwrap();
+
+    let p = s.purge(UnixMillis(20_000), 100).await.unwrap();
+    assert_eq!((p.events, p.more), (2, false), "{p:?}");
+    for gone in [&delivered, &filtered] {
+        assert_eq!(s.event(gone).await.unwrap(), None);
+        assert_eq!(s.body(gone).await.unwrap(), None);
+        assert_eq!(s.expires_at(gone).await.unwrap(), None);
+    }
+    assert!(
+        matches!(
+            s.accept(new_event("src", Some("delivered"), 20_001)).await.unwrap(),
+            Acceptance::Accepted(_)
+        ),
+        "the dedup key went with its event"
+    );
+    for kept in [&retrying, &replayed, &recent] {
+        assert!(s.event(kept).await.unwrap().is_some());
+        assert!(s.body(kept).await.unwrap().is_some());
+    }
+    assert!(matches!(
+        s.accept(new_event("src", Some("recent"), 20_002)).await.unwrap(),
+        Acceptance::Duplicate(_)
+    ));
+    // The retrying event's expiry moved on instead; its job is still there.
+    assert!(s.expires_at(&retrying).await.unwrap().unwrap() > UnixMillis(20_000));
+    assert!(
+        s.due_jobs(UnixMillis(40_000), 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| matches!(j, Job::Attempt(e, _) if e == &retrying))
+    );
+}
+
+/// One pass deletes at most `limit` events; the rest wait for the next pass.
+pub async fn purge_passes_are_bounded<S: Store>(s: &S) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let ev = with_retention(new_event("src", None, 1_000), 1_000);
+        ids.push(ev.id.clone());
+        s.accept(ev).await.unwrap();
+        s.save_dispatch(ids.last().unwrap(), vec![], None, UnixMillis(1_000)).await.unwrap();
+    }
+    let first = s.purge(UnixMillis(5_000), 2).await.unwrap();
+    assert_eq!((first.events, first.more), (2, true), "{first:?}");
+    let left = s.list_events(&EventQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(left.len(), 3);
+    let second = s.purge(UnixMillis(5_000), 2).await.unwrap();
+    assert_eq!((second.events, second.more), (2, true), "{second:?}");
+    let third = s.purge(UnixMillis(5_000), 2).await.unwrap();
+    assert_eq!((third.events, third.more), (1, false), "{third:?}");
+    assert!(s.list_events(&EventQuery { limit: 100, ..Default::default() }).await.unwrap().is_empty());
 }

@@ -198,6 +198,7 @@ impl Hub {
             remote_addr: req.remote_addr,
             body: req.body,
             dedup,
+            retention: source.retention,
         };
         match self.store.accept(event).await? {
             Acceptance::Accepted(event_id) => {

@@ -26,6 +26,9 @@ pub struct NewEvent {
     /// `(key, remember until)`: a second event of the same source with the same key before
     /// that time is a duplicate.
     pub dedup: Option<(String, UnixMillis)>,
+    /// How long the event is kept after its last activity (receipt, dispatch, replay): then
+    /// its record, body, deliveries and dedup key are deleted. A dedup key never outlives it.
+    pub retention: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,39 @@ pub struct EventQuery {
     pub limit: usize,
     /// Only events with an id lower than this (paging backwards in time).
     pub before: Option<EventId>,
+}
+
+/// What one bounded purge pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Events deleted with their body and deliveries.
+    pub events: u64,
+    /// Dedup keys forgotten.
+    pub dedup_keys: u64,
+    /// The pass stopped at its limit: more is due now.
+    pub more: bool,
+}
+
+/// A job run that failed on the store (not on the destination), as the worker reports it.
+#[derive(Clone, Debug)]
+pub struct JobFailure {
+    pub reason: String,
+    pub at: UnixMillis,
+    /// When to run the job again, if it is not given up.
+    pub retry_at: UnixMillis,
+    /// After this many failures in a row the dispatch or delivery is recorded dead.
+    pub max_failures: u32,
+}
+
+/// What became of a failed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobFailed {
+    /// Due again at `retry_at`; it failed this many times in a row.
+    Deferred { failures: u32 },
+    /// Given up: the dispatch or delivery is recorded dead with the reason.
+    Dead { failures: u32 },
+    /// Nothing of the job is queued any more (it finished, or the event is gone).
+    Gone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +135,21 @@ pub trait Store: Send + Sync {
     async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<bool, StoreError>;
     /// Queues the event's dispatch again (replay). `false` when there is no such event.
     async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError>;
-    /// Forgets dedup keys remembered until before `now`; returns how many.
-    async fn purge_dedup(&self, now: UnixMillis) -> Result<u64, StoreError>;
+    /// When the event and everything stored about it may be deleted: its last receipt,
+    /// dispatch or replay plus its retention. `None` when there is no such event.
+    async fn expires_at(&self, id: &EventId) -> Result<Option<UnixMillis>, StoreError>;
+    /// One bounded purge pass: deletes at most `limit` events expired at `now` (with their
+    /// bodies, deliveries and dedup keys) and at most `limit` expired dedup keys. An event with
+    /// a queued job (a delivery still retrying, a replay) is never deleted: its expiry moves
+    /// to `now` plus its retention. A store whose database expires items itself (DynamoDB TTL)
+    /// only forgets dedup keys here.
+    async fn purge(&self, now: UnixMillis, limit: usize) -> Result<Purged, StoreError>;
+    /// Records that running `job` failed on the store: the job is due again at `retry_at`, or,
+    /// once it failed `max_failures` times in a row, its dispatch or delivery is recorded dead
+    /// with the reason and the job removed. Any recorded outcome of the job resets the count.
+    async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError>;
+    /// Whether the store can serve reads and writes now; the error says why not.
+    async fn health(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

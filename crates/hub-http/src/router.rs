@@ -62,8 +62,25 @@ async fn endpoint_check(State(st): State<AppState>, Path(source): Path<String>) 
     }
 }
 
+/// 200 while the store can be used, else 503 with the reason (a full disk, a store being
+/// reopened), so that a supervisor or load balancer sees what senders see.
 async fn healthz(State(st): State<AppState>) -> Response {
-    Json(json!({"status": "ok", "sources": st.hub.mappings().sources.len()})).into_response()
+    let sources = st.hub.mappings().sources.len();
+    match st.hub.store.health().await {
+        Ok(()) => Json(json!({"status": "ok", "sources": sources, "store": "ok"})).into_response(),
+        Err(e) => {
+            warn!(error = %e, "health check: store unavailable");
+            let mut body =
+                PublicError::new(ErrorCode::StoreUnavailable, "the store cannot be used").to_json();
+            if let Some(o) = body.as_object_mut() {
+                o.insert("status".into(), json!("unavailable"));
+                o.insert("sources".into(), json!(sources));
+                o.insert("store".into(), json!("unavailable"));
+                o.insert("reason".into(), json!(e.to_string()));
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 async fn ingest(

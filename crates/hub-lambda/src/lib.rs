@@ -413,6 +413,10 @@ pub struct TickReport {
 /// Most jobs one tick sends.
 const SWEEP_LIMIT: usize = 1_000;
 
+/// Expired items forgotten per purge pass, and passes per tick.
+const PURGE_BATCH: usize = 500;
+const PURGE_PASSES: usize = 10;
+
 /// Sends jobs that are overdue by more than the grace period (their message was lost, could
 /// not be sent, or was due later than SQS can delay) and forgets expired dedup keys. Each job
 /// sent is claimed for the sweep lease first, so that later ticks do not send it again while
@@ -433,7 +437,15 @@ pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
         shell.inner.queue.enqueue(&jobs, now).await.map_err(|e| anyhow::anyhow!(e))?;
         info!(swept = jobs.len(), "overdue jobs sent to the queue");
     }
-    let purged = hub.store.purge_dedup(now).await?;
+    // Bounded passes: a tick never spends its whole run forgetting keys.
+    let mut purged = 0;
+    for _ in 0..PURGE_PASSES {
+        let p = hub.store.purge(now, PURGE_BATCH).await?;
+        purged += p.events + p.dedup_keys;
+        if !p.more {
+            break;
+        }
+    }
     Ok(TickReport { swept: jobs.len(), purged })
 }
 

@@ -36,3 +36,14 @@ async fn data_survives_reopen() {
     let jobs = s.due_jobs(hub_core::time::UnixMillis(u64::MAX / 2), 10).await.expect("jobs");
     assert_eq!(jobs.len(), 1, "the queued dispatch survives a reopen");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_store_deletes_expired_events_in_bounded_passes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut n = 0;
+    hub_core::conformance::run_purge(|| {
+        n += 1;
+        RedbStore::open(dir.path().join(format!("p{n}.redb"))).expect("open")
+    })
+    .await;
+}

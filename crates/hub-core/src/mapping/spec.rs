@@ -63,6 +63,10 @@ pub struct SourceSpec {
     /// Largest accepted body in bytes (default 6 MB, the Lambda payload limit).
     #[serde(default)]
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// How long an event, its body and deliveries are kept after its last receipt, dispatch or
+    /// replay (default 30 days), e.g. `7d`. At least the longest route `max_age` plus a day.
+    #[serde(default)]
+    pub retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,8 @@ mod formats;
 mod golden;
 mod ingest;
 mod limits;
+mod redaction;
+mod rerouted;
 mod restart;
 mod storage;
 mod tour;

@@ -53,7 +53,7 @@ fn render_bench(root: &Path) {
     let run = || {
         let parsed = admit(&source, &req, true).expect("admitted");
         let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
-        let out = source.evaluate(&env, &req, &mut || DeliveryId::new("dlv_bench"));
+        let out = source.evaluate(&env, &req, &mut || DeliveryId::new("dlv_bench")).expect("within limits");
         assert!(out.iter().all(|r| r.result.is_ok()));
         black_box(out);
     };

@@ -156,14 +156,29 @@ pub fn render(
         }
     };
     let id = EventId::new("evt_dry_run");
-    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
+    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed.clone());
     if let Some(t) = env.pointer("/event/type").and_then(|t| t.as_str()) {
         writeln!(out, "event type: {t}")?;
     }
     if let Some((k, _)) = source.dedup_key(&env, &req.headers, &req.body) {
         writeln!(out, "dedup key: {k}")?;
     }
-    let rendered = source.evaluate(&env, &req, &mut DeliveryId::generate);
+    // Routes render from the stored copy, credentials redacted, as a dispatch does.
+    let (req, parsed) = match hub_core::pipeline::as_stored(&source, &req, parsed) {
+        Ok(x) => x,
+        Err(e) => {
+            writeln!(out, "rejected ({}): {e}", e.public().code.as_str())?;
+            return Ok(false);
+        }
+    };
+    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
+    let rendered = match source.evaluate(&env, &req, &mut DeliveryId::generate) {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(false);
+        }
+    };
     if rendered.is_empty() {
         writeln!(out, "no route fired")?;
     }

@@ -2,7 +2,7 @@
 
 use crate::admin_access;
 use anyhow::{Context, Result, bail};
-use hub_core::event::{EventRecord, EventStatus};
+use hub_core::event::{EventRecord, EventStatus, EventSummary};
 use hub_core::ids::{EventId, SourceId};
 use hub_core::ports::{EventQuery, Store};
 use hub_core::time::{Clock, SystemClock};
@@ -86,7 +86,7 @@ pub struct ListArgs {
 
 pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut dyn Write) -> Result<()> {
     let status = args.status.as_deref().map(parse_status).transpose()?;
-    let events: Vec<EventRecord> = match open(store, server)? {
+    let events: Vec<EventSummary> = match open(store, server)? {
         Target::Local(st) => {
             let q = EventQuery {
                 source: args.source.map(SourceId::new),
@@ -94,7 +94,7 @@ pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut 
                 limit: args.limit,
                 before: None,
             };
-            st.list_events(&q).await?
+            st.list_events(&q).await?.iter().map(EventRecord::summary).collect()
         }
         Target::Server(admin) => {
             let mut path = format!("/admin/events?limit={}", args.limit);
@@ -110,7 +110,7 @@ pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut 
     let json = args.json;
     if json {
         for e in &events {
-            writeln!(out, "{}", serde_json::to_string(&summary(e))?)?;
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
         }
         return Ok(());
     }
@@ -120,30 +120,19 @@ pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut 
         "EVENT", "SOURCE", "RECEIVED", "STATUS", "ATTEMPTS"
     )?;
     for e in &events {
-        let err: String = e.last_error().unwrap_or("").chars().take(80).collect();
+        let err: String = e.last_error.as_deref().unwrap_or("").chars().take(80).collect();
         writeln!(
             out,
             "{:<36}  {:<20}  {:<24}  {:<9}  {:>8}  {}",
             e.id,
             e.source,
-            e.received_at.to_rfc3339(),
-            e.status().as_str(),
-            e.attempts(),
+            e.received_at,
+            e.status.as_str(),
+            e.attempts,
             err
         )?;
     }
     Ok(())
-}
-
-fn summary(e: &EventRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "source": e.source,
-        "received_at": e.received_at.to_rfc3339(),
-        "status": e.status(),
-        "attempts": e.attempts(),
-        "last_error": e.last_error(),
-    })
 }
 
 pub async fn show(

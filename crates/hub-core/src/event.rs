@@ -23,6 +23,11 @@ impl OutgoingRequest {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Bytes this request holds (URL, headers, body), for per-event caps.
+    pub fn size(&self) -> usize {
+        self.url.len() + self.body.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
     /// The body as JSON when it parses as JSON, else as text (for display and golden tests).
     pub fn body_for_display(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
@@ -129,6 +134,19 @@ impl EventStatus {
     }
 }
 
+/// What a list of events shows of each: no request headers, query or body (those are for
+/// looking at one event).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSummary {
+    pub id: EventId,
+    pub source: SourceId,
+    /// RFC 3339.
+    pub received_at: String,
+    pub status: EventStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 /// The stored event (its body is kept apart: see the store port).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -174,6 +192,17 @@ impl EventRecord {
             EventStatus::Dead
         } else {
             EventStatus::Delivered
+        }
+    }
+
+    pub fn summary(&self) -> EventSummary {
+        EventSummary {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            received_at: self.received_at.to_rfc3339(),
+            status: self.status(),
+            attempts: self.attempts(),
+            last_error: self.last_error().map(str::to_string),
         }
     }
 

@@ -176,18 +176,34 @@ impl ExampleSpec {
             return diffs;
         }
         let event_id = EventId::new("evt_example");
-        let env = source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed);
         if let Some(want) = &self.expect.dedup_key {
+            let env =
+                source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed.clone());
             let got = source.dedup_key(&env, &req.headers, &req.body).map(|(k, _)| k);
             if got.as_deref() != Some(want.as_str()) {
                 diffs.push(format!("dedup key: expected `{want}`, got {got:?}"));
             }
         }
+        // Routes render from the stored (redacted) copy, as a dispatch does.
+        let (req, parsed) = match crate::pipeline::as_stored(&source, &req, parsed) {
+            Ok(x) => x,
+            Err(e) => {
+                diffs.push(format!("the stored copy of the request does not parse: {e}"));
+                return diffs;
+            }
+        };
+        let env = source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed);
         let mut n = 0;
-        let rendered = source.evaluate(&env, &req, &mut || {
+        let rendered = match source.evaluate(&env, &req, &mut || {
             n += 1;
             DeliveryId::new(format!("dlv_example_{n}"))
-        });
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                diffs.push(format!("the event was refused: {e}"));
+                return diffs;
+            }
+        };
         let want = self.expect.deliveries.as_deref().unwrap_or_default();
         let got_routes: Vec<&str> = rendered.iter().map(|r| r.route.as_str()).collect();
         let want_routes: Vec<&str> = want.iter().map(|w| w.route.as_str()).collect();

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod mapping;
 pub mod pipeline;
 pub mod ports;
+pub mod redact;
 pub mod request;
 pub mod retry;
 pub mod secret;

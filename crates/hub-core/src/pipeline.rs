@@ -87,6 +87,22 @@ pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<
     Ok(parse_body(source.format, &req.headers, &req.body, &source.body_limits)?.value)
 }
 
+/// The request as the hub stores it (credentials redacted, see [`crate::redact`]) and its body
+/// as parsed from that copy: what a dispatch, a replay, a golden example and `hub mappings
+/// render` all render from, so they agree.
+pub fn as_stored(
+    source: &CompiledSource,
+    req: &RawRequest,
+    parsed: Value,
+) -> Result<(RawRequest, Value), IngestError> {
+    let stored = source.redact.apply(source.format, req, &parsed);
+    if stored.body == req.body {
+        return Ok((stored, parsed));
+    }
+    let value = admit(source, &stored, false)?;
+    Ok((stored, value))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ingested {
     pub event_id: EventId,
@@ -182,6 +198,9 @@ impl Hub {
             info!(source = %source.id, "answered an endpoint verification challenge");
             return Ok(Ingested { event_id: id, duplicate: false, challenge: Some(c) });
         }
+        // What is stored has its credentials redacted; the dedup key is taken from the request
+        // as received.
+        let stored = source.redact.apply(source.format, &req, &body);
         let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
         let dedup = source
             .dedup_key(&env, &req.headers, &req.body)
@@ -191,12 +210,12 @@ impl Hub {
             id,
             source: source.id.clone(),
             received_at: req.received_at,
-            method: req.method,
-            path: req.path,
-            query: req.query,
-            headers: req.headers,
-            remote_addr: req.remote_addr,
-            body: req.body,
+            method: stored.method,
+            path: stored.path,
+            query: stored.query,
+            headers: stored.headers,
+            remote_addr: stored.remote_addr,
+            body: stored.body,
             dedup,
             retention: source.retention,
         };
@@ -250,11 +269,17 @@ impl Hub {
             }
         };
         let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
-        let deliveries = source
-            .evaluate(&env, &req, &mut DeliveryId::generate)
-            .into_iter()
-            .map(|r| new_delivery(r.route, r.result.map_err(|e| e.0), now))
-            .collect::<Vec<_>>();
+        let deliveries = match source.evaluate(&env, &req, &mut DeliveryId::generate) {
+            Ok(rendered) => rendered
+                .into_iter()
+                .map(|r| new_delivery(r.route, r.delivery, r.result.map_err(|e| e.0), now))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                warn!(event = %id, error = %e, "dispatch over the per-event limits; the event is dead");
+                self.store.save_dispatch(id, Vec::new(), Some(e.0), now).await?;
+                return Ok(());
+            }
+        };
         let jobs: Vec<(Job, UnixMillis)> = deliveries
             .iter()
             .filter(|d| !d.status.is_final())
@@ -308,6 +333,25 @@ impl Hub {
             self.store.save_attempt(id, d).await?;
             return Ok(JobOutcome::Done);
         };
+        // The request was rendered for the route's destination as it was then. When the route
+        // now points elsewhere, its current credentials (or secret URL) must not go to the old
+        // destination, and the old request may not fit the new one: it is not sent. A replay
+        // renders the event again for the new destination.
+        let was = crate::mapping::url_origin(&request.url);
+        let now_origin = route.origin();
+        if !was.eq_ignore_ascii_case(now_origin) {
+            let msg = format!(
+                "route `{}` now sends to `{now_origin}`, not `{was}` as when this delivery was rendered; \
+                 it was not sent (replay the event to deliver it to the new destination)",
+                d.route
+            );
+            warn!(event = %id, delivery = %d.id, route = %d.route, "{msg}");
+            d.status = DeliveryStatus::Dead;
+            d.next_attempt_at = None;
+            d.last_error = Some(msg);
+            self.store.save_attempt(id, d).await?;
+            return Ok(JobOutcome::Done);
+        }
         // Credentials (auth, a secret URL) are added here, never stored with the request.
         if let Some(auth) = &route.auth {
             request.headers.push(auth.header());
@@ -375,6 +419,7 @@ impl Hub {
 /// A delivery as created by a dispatch: pending and due now, or dead when rendering failed.
 pub fn new_delivery(
     route: RouteId,
+    id: DeliveryId,
     rendered: Result<crate::event::OutgoingRequest, String>,
     now: UnixMillis,
 ) -> DeliveryRecord {
@@ -382,11 +427,6 @@ pub fn new_delivery(
         Ok(r) => (DeliveryStatus::Pending, Some(r), None, Some(now)),
         Err(e) => (DeliveryStatus::Dead, None, Some(format!("mapping: {e}")), None),
     };
-    let id = request
-        .as_ref()
-        .and_then(|r| r.header("idempotency-key"))
-        .map(DeliveryId::new)
-        .unwrap_or_else(DeliveryId::generate);
     DeliveryRecord {
         id,
         route,

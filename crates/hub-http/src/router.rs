@@ -203,7 +203,8 @@ async fn admin_list(State(st): State<AppState>, Query(params): Query<ListParams>
         before: None,
     };
     match st.hub.store.list_events(&q).await {
-        Ok(events) => Json(events).into_response(),
+        // Summaries only: request headers, query and body are shown for one event at a time.
+        Ok(events) => Json(events.iter().map(|e| e.summary()).collect::<Vec<_>>()).into_response(),
         Err(e) => store_failure(&e),
     }
 }

@@ -60,6 +60,12 @@ pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// Most requests one route renders from one event with `for_each`.
 pub const MAX_FAN_OUT: usize = 1000;
+/// Most deliveries one dispatch of one event makes across all its routes. Sized so the AWS
+/// event item (which lists each open delivery, about 160 bytes apiece, under a 300 KB cap)
+/// holds one dispatch with room for a replay while it is still open.
+pub const MAX_EVENT_DELIVERIES: usize = 1000;
+/// Most bytes (bodies and headers) one dispatch of one event renders across all its routes.
+pub const MAX_EVENT_RENDERED_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long events are kept after their last activity unless the source says otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -131,6 +137,8 @@ pub struct CompiledRoute {
     method: String,
     url: UrlPlan,
     headers: Vec<(String, HeaderValue)>,
+    /// The `Idempotency-Key` header's value; the delivery id when not set.
+    idempotency_key: Option<TemplateRef>,
     pub auth: Option<Auth>,
     pub retry: RetryPolicy,
 }
@@ -138,7 +146,11 @@ pub struct CompiledRoute {
 #[derive(Debug)]
 enum UrlPlan {
     Fixed(String),
-    Template(TemplateRef),
+    /// A template whose scheme and host (`origin`) are literal.
+    Template {
+        template: TemplateRef,
+        origin: String,
+    },
     /// A URL that is itself a credential (a Slack incoming-webhook URL): stored and shown as its
     /// reference (`env:NAME`), put in only at send time.
     Secret {
@@ -176,6 +188,8 @@ pub struct CompiledSource {
     /// `$.body.type` value of an endpoint-ownership challenge (from the provider preset).
     pub challenge_type: Option<&'static str>,
     pub max_body_bytes: usize,
+    /// What of a request is replaced by `[redacted]` before it is stored.
+    pub redact: crate::redact::Redaction,
     pub routes: Vec<CompiledRoute>,
     templates: Templates,
     fx: FileCtx,
@@ -185,6 +199,8 @@ pub struct CompiledSource {
 #[derive(Debug)]
 pub struct Rendered {
     pub route: RouteId,
+    /// The delivery this rendering becomes (its id is never taken from a rendered header).
+    pub delivery: DeliveryId,
     pub result: Result<OutgoingRequest, RenderError>,
 }
 
@@ -287,50 +303,69 @@ impl CompiledSource {
     /// Evaluates every route's `when` and renders the ones that fire, in file order. A route
     /// with `for_each` is evaluated once per selected node, with the node at `$.item` and its
     /// position at `$.index`.
+    ///
+    /// `Err` when the event as a whole is over a per-event cap ([`MAX_EVENT_DELIVERIES`],
+    /// [`MAX_EVENT_RENDERED_BYTES`]): nothing is sent for it, and the reason says which cap.
     pub fn evaluate(
         &self,
         env: &Value,
         req: &RawRequest,
         delivery_id: &mut dyn FnMut() -> DeliveryId,
-    ) -> Vec<Rendered> {
+    ) -> Result<Vec<Rendered>, RenderError> {
         let fires = |r: &CompiledRoute, e: &Value| r.when.as_ref().is_none_or(|c| c.eval(e, &req.headers));
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        // Renders one delivery (or records why it cannot be rendered) and checks the caps.
+        let mut push = |out: &mut Vec<Rendered>, r: &CompiledRoute, env: Result<&Env<'_>, String>| {
+            let delivery = delivery_id();
+            let result = match env {
+                Ok(env) => self.render_route(r, env, req, &delivery),
+                Err(msg) => Err(RenderError(self.fx.at(r.loc, msg).to_string())),
+            };
+            if let Ok(o) = &result {
+                bytes = bytes.saturating_add(o.size());
+            }
+            out.push(Rendered { route: r.id.clone(), delivery, result });
+            if out.len() > MAX_EVENT_DELIVERIES {
+                return Err(RenderError(format!(
+                    "the event's routes make more than {MAX_EVENT_DELIVERIES} deliveries; nothing was sent"
+                )));
+            }
+            if bytes > MAX_EVENT_RENDERED_BYTES {
+                return Err(RenderError(format!(
+                    "the event's routes render more than {MAX_EVENT_RENDERED_BYTES} bytes; nothing was sent"
+                )));
+            }
+            Ok(())
+        };
         for r in &self.routes {
             let Some(each) = &r.for_each else {
                 if fires(r, env) {
-                    out.push(Rendered {
-                        route: r.id.clone(),
-                        result: self.render_route(r, &Env::new(env), req, &delivery_id()),
-                    });
+                    push(&mut out, r, Ok(&Env::new(env)))?;
                 }
                 continue;
             };
-            let items: Vec<Value> = each.select(env).into_iter().cloned().collect();
-            if items.len() > MAX_FAN_OUT {
-                let msg =
-                    format!("for_each selected {} items; a route sends at most {MAX_FAN_OUT}", items.len());
-                out.push(Rendered {
-                    route: r.id.clone(),
-                    result: Err(RenderError(self.fx.at(r.loc, msg).to_string())),
-                });
+            let selected = each.select(env);
+            if selected.len() > MAX_FAN_OUT {
+                let msg = format!(
+                    "for_each selected {} items; a route sends at most {MAX_FAN_OUT}",
+                    selected.len()
+                );
+                push(&mut out, r, Err(msg))?;
                 continue;
             }
-            // One copy of the envelope, with `item` swapped in place: no copy per item.
-            let mut e = env.clone();
+            let items: Vec<Value> = selected.into_iter().cloned().collect();
+            // One copy of the envelope for the whole route, with `item` and `index` swapped in
+            // place: neither the envelope nor its template context is copied per item.
+            let mut e = Env::owned(env.clone());
             for (i, item) in items.into_iter().enumerate() {
-                if let Value::Object(m) = &mut e {
-                    m.insert("item".into(), item);
-                    m.insert("index".into(), Value::from(i));
-                }
-                if fires(r, &e) {
-                    out.push(Rendered {
-                        route: r.id.clone(),
-                        result: self.render_route(r, &Env::new(&e), req, &delivery_id()),
-                    });
+                e.set_item(item, i);
+                if fires(r, e.value()) {
+                    push(&mut out, r, Ok(&e))?;
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     fn render_route(
@@ -344,7 +379,11 @@ impl CompiledSource {
         let tpl_err = |e: String| RenderError(fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string());
         let url = match &r.url {
             UrlPlan::Fixed(u) => u.clone(),
-            UrlPlan::Template(t) => self.templates.render(t, env).map_err(tpl_err)?,
+            UrlPlan::Template { template, .. } => {
+                let url = self.templates.render(template, env).map_err(tpl_err)?;
+                check_rendered_url(&url).map_err(tpl_err)?;
+                url
+            }
             UrlPlan::Secret { reference, .. } => reference.clone(),
         };
         let (content_type, body) = match &r.body {
@@ -371,9 +410,19 @@ impl CompiledSource {
             headers.retain(|(k, _)| k != name);
             headers.push((name.clone(), value));
         }
-        let event_id = env.value.pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
+        let event_id = env.value().pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
         headers.push(("x-hub-event-id".into(), event_id.to_string()));
-        headers.push(("idempotency-key".into(), delivery.to_string()));
+        let key = match &r.idempotency_key {
+            Some(t) => {
+                let k = self.templates.render(t, env).map_err(tpl_err)?;
+                if k.is_empty() || k.contains(['\r', '\n']) {
+                    return Err(tpl_err("`idempotency_key` rendered empty or with a line break".into()));
+                }
+                k
+            }
+            None => delivery.to_string(),
+        };
+        headers.push(("idempotency-key".into(), key));
         Ok(OutgoingRequest { method: r.method.clone(), url, headers, body })
     }
 }
@@ -630,6 +679,68 @@ pub fn compile_file(
         Some(m) => usize::try_from(m.value).unwrap_or(usize::MAX),
         None => DEFAULT_MAX_BODY_BYTES,
     };
+    let mut redact = crate::redact::Redaction::default();
+    for c in preset.map(|p| p.credentials()).unwrap_or_default() {
+        match c {
+            presets::Credential::Header(h) => redact.add_header(h),
+            presets::Credential::Query(q) => redact.add_query(q),
+            presets::Credential::Body(b) => {
+                if let Ok(sel) = Selector::compile(b) {
+                    redact.add_body(sel);
+                }
+            }
+        }
+    }
+    if let Some(v) = &src.verify {
+        match &v.value {
+            spec::VerifySpec::BasicAuth { .. } => redact.add_header("authorization"),
+            spec::VerifySpec::ApiKey { header, .. } => redact.add_header(header),
+            spec::VerifySpec::Token(t) => {
+                if let Some(q) = &t.query {
+                    redact.add_query(q);
+                }
+                if let Some(h) = &t.header {
+                    redact.add_header(h);
+                }
+                if let Some(b) = &t.body_field {
+                    redact.add_body_field(b);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(r) = &src.redact {
+        for h in &r.value.headers {
+            if http::HeaderName::try_from(h.as_str()).is_err() {
+                diags.push(fx.at(Loc::of(r), format!("`{h}` is not a valid header name")));
+            }
+            redact.add_header(h);
+        }
+        for q in &r.value.query {
+            redact.add_query(q);
+        }
+        for b in &r.value.body {
+            if !(b.value == "$.body" || b.value.starts_with("$.body.") || b.value.starts_with("$.body[")) {
+                diags.push(
+                    fx.at(Loc::of(b), format!("`{}`: redact.body selectors start with `$.body`", b.value)),
+                );
+                continue;
+            }
+            match Selector::compile(&b.value) {
+                Ok(sel) => redact.add_body(sel),
+                Err(e) => diags.push(fx.at(Loc::of(b), e)),
+            }
+        }
+        if !r.value.body.is_empty()
+            && matches!(format, BodyFormat::Xml | BodyFormat::Multipart | BodyFormat::Text)
+        {
+            diags.push(fx.at(
+                Loc::of(r),
+                "redact.body rewrites JSON and form bodies; this source's format cannot keep a redacted body \
+                 readable (use `format: auto` to store such bodies as their JSON document)",
+            ));
+        }
+    }
     let mut routes: Vec<CompiledRoute> = Vec::new();
     for r in &spec.routes {
         match compile_route(r, &fx, &mut templates, secrets) {
@@ -673,6 +784,7 @@ pub fn compile_file(
             body_limits,
             challenge_type: preset.and_then(|p| p.challenge_type()),
             max_body_bytes,
+            redact,
             routes,
             templates,
             fx,
@@ -1033,9 +1145,16 @@ fn compile_route(
             ),
         ));
         None
+    } else if template::is_template(url_text) && template::is_template(url_origin(url_text)) {
+        diags.push(fx.at(
+            Loc::of(&to.url),
+            "the scheme and host of `to.url` must be written out (only its path and query may use \
+             `{{...}}`), or the whole URL be a secret reference `env:NAME`",
+        ));
+        None
     } else if template::is_template(url_text) {
         ts.compile(url_text, Escape::Url)
-            .map(UrlPlan::Template)
+            .map(|template| UrlPlan::Template { template, origin: url_origin(url_text).to_string() })
             .map_err(|e| diags.push(fx.at(Loc::of(&to.url), e)))
             .ok()
     } else {
@@ -1068,6 +1187,16 @@ fn compile_route(
             );
             continue;
         }
+        if lname == "idempotency-key" || lname == "x-hub-event-id" {
+            diags.push(fx.at(
+                Loc::of(v),
+                format!(
+                    "`{name}` is set by the hub on every request; use `idempotency_key:` to choose the \
+                     Idempotency-Key value"
+                ),
+            ));
+            continue;
+        }
         let hv = if template::is_template(&v.value) {
             match ts.compile(&v.value, Escape::Plain) {
                 Ok(t) => HeaderValue::Template(t),
@@ -1080,6 +1209,20 @@ fn compile_route(
             HeaderValue::Fixed(v.value.clone())
         };
         headers.push((lname, hv));
+    }
+
+    let idempotency_key = to
+        .idempotency_key
+        .as_ref()
+        .and_then(|k| ts.compile(&k.value, Escape::Plain).map_err(|e| diags.push(fx.at(Loc::of(k), e))).ok());
+
+    if let (Some(a), Some(url)) = (&to.auth, &url)
+        && let Some(reason) = url.plain_http_host()
+    {
+        diags.push(fx.at(
+            Loc::of(a),
+            format!("`auth` is sent over plain http:// only to a loopback host (the URL's host is {reason}); use https://"),
+        ));
     }
 
     let auth = to.auth.as_ref().and_then(|a| {
@@ -1117,6 +1260,7 @@ fn compile_route(
             method,
             url,
             headers,
+            idempotency_key,
             auth,
             retry,
         }),
@@ -1161,6 +1305,66 @@ fn compile_retry(rs: &Spanned<spec::RetrySpec>, fx: &FileCtx) -> Result<RetryPol
     if diags.is_empty() { Ok(p) } else { Err(diags) }
 }
 
+/// The scheme and authority of an `http(s)://` URL (`https://host:port`), or the whole text of
+/// anything else (a secret reference `env:NAME`).
+pub fn url_origin(url: &str) -> &str {
+    let Some(scheme_end) = url.find("://") else { return url };
+    let rest = &url[scheme_end + 3..];
+    let end = rest.find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + 3 + i);
+    &url[..end]
+}
+
+/// The host of an `http://` origin unless it is loopback (`127.0.0.0/8`, `::1`, `localhost`).
+fn non_loopback_http_host(origin: &str) -> Option<String> {
+    let authority = origin.strip_prefix("http://")?;
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        host_port.split(':').next().unwrap_or(host_port)
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| format!("`{host}`"))
+}
+
+/// A rendered URL whose path has a `.` or `..` segment would address another resource than
+/// the route was written for (URL parsers resolve them, `%2e` forms included).
+fn check_rendered_url(url: &str) -> Result<(), String> {
+    let rest = &url[url_origin(url).len()..];
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    for seg in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        if decoded == "." || decoded == ".." {
+            return Err(format!("the URL would contain the path segment `{seg}`, which is refused"));
+        }
+    }
+    Ok(())
+}
+
+impl UrlPlan {
+    /// The origin requests of this plan go to (a secret URL: its reference, as stored).
+    fn origin(&self) -> &str {
+        match self {
+            UrlPlan::Fixed(u) => url_origin(u),
+            UrlPlan::Template { origin, .. } => origin,
+            UrlPlan::Secret { reference, .. } => reference,
+        }
+    }
+
+    /// Why `auth` may not go to this URL: a plain-http host that is not loopback.
+    fn plain_http_host(&self) -> Option<String> {
+        match self {
+            UrlPlan::Fixed(u) => non_loopback_http_host(url_origin(u)),
+            UrlPlan::Template { origin, .. } => non_loopback_http_host(origin),
+            UrlPlan::Secret { value, .. } if !value.is_placeholder() => {
+                non_loopback_http_host(url_origin(value.expose()))
+            }
+            UrlPlan::Secret { .. } => None,
+        }
+    }
+}
+
 impl CompiledRoute {
     /// The URL to send to: a stored secret reference becomes the secret's value; any other URL
     /// is sent as rendered.
@@ -1171,6 +1375,12 @@ impl CompiledRoute {
         }
     }
 
+    /// Where this route sends: the scheme and host of its URL (a secret URL: its reference).
+    /// Requests rendered for another origin are not sent with this route's credentials.
+    pub fn origin(&self) -> &str {
+        self.url.origin()
+    }
+
     /// The route's auth header, shown redacted (for dry runs).
     pub fn redacted_auth_header(&self) -> Option<(String, String)> {
         self.auth.as_ref().map(|a| {
@@ -1179,3 +1389,6 @@ impl CompiledRoute {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

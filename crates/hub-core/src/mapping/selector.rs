@@ -34,6 +34,30 @@ impl Selector {
         }
     }
 
+    /// Where each selected node is, as JSON Pointers (RFC 6901), in document order.
+    pub fn pointers(&self, value: &Value) -> Vec<String> {
+        use jsonpath_rust::parser::model::{Segment, Selector as Sel};
+        let Ok(refs) = jsonpath_rust::query::js_path_process(&self.query, value) else { return Vec::new() };
+        refs.into_iter()
+            .filter_map(|r| {
+                // Result paths are normalized paths (`$['a'][0]`): names and indices only.
+                let q = jsonpath_rust::parser::parse_json_path(&r.path()).ok()?;
+                let mut pointer = String::new();
+                for seg in q.segments {
+                    match seg {
+                        Segment::Selector(Sel::Name(n)) => {
+                            pointer.push('/');
+                            pointer.push_str(&n.replace('~', "~0").replace('/', "~1"));
+                        }
+                        Segment::Selector(Sel::Index(i)) => pointer.push_str(&format!("/{i}")),
+                        _ => return None,
+                    }
+                }
+                Some(pointer)
+            })
+            .collect()
+    }
+
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         self.select(value).into_iter().next()
     }

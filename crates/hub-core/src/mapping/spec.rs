@@ -67,6 +67,24 @@ pub struct SourceSpec {
     /// replay (default 30 days), e.g. `7d`. At least the longest route `max_age` plus a day.
     #[serde(default)]
     pub retention: Option<Spanned<String>>,
+    /// Request values replaced by `[redacted]` before the event is stored, besides the ones
+    /// always redacted and the verifier's own.
+    #[serde(default)]
+    pub redact: Option<Spanned<RedactSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactSpec {
+    /// Header names.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Query parameter names.
+    #[serde(default)]
+    pub query: Vec<String>,
+    /// JSONPath selectors under `$.body`.
+    #[serde(default)]
+    pub body: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +223,10 @@ pub struct ToSpec {
     pub headers: IndexMap<String, Spanned<String>>,
     #[serde(default)]
     pub auth: Option<Spanned<AuthSpec>>,
+    /// The `Idempotency-Key` header's value (a template, e.g. `{{body.id}}`), for destinations
+    /// that deduplicate across replays; by default it is the delivery id.
+    #[serde(default)]
+    pub idempotency_key: Option<Spanned<String>>,
     /// A Handlebars body template (instead of `map`), escaped for `content_type`.
     #[serde(default)]
     pub body: Option<Spanned<String>>,

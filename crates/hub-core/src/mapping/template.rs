@@ -100,8 +100,7 @@ impl Templates {
         let Some(hb) = self.registries.get(&t.escape) else {
             return Err(TemplateFailure { missing: false, message: "no registry".into() });
         };
-        let ctx = env.context().map_err(|message| TemplateFailure { missing: false, message })?;
-        hb.render_with_context(&t.name, ctx).map_err(|e| TemplateFailure {
+        hb.render_with_context(&t.name, env.context()).map_err(|e| TemplateFailure {
             missing: helpers::is_missing_error(&e),
             message: render_reason(&e),
         })
@@ -109,23 +108,53 @@ impl Templates {
 }
 
 /// The document a route renders against: the JSON envelope for selectors, and the same as a
-/// Handlebars context, built once on first use (building it copies the envelope, which per
-/// template would dominate the cost of rendering).
+/// Handlebars context. A borrowed envelope gets its context on first use (building it copies
+/// the envelope, which per template would dominate the cost of rendering); an owned one is the
+/// context itself, so a `for_each` route copies the envelope once and swaps `item`/`index` in
+/// place for each node.
 pub struct Env<'a> {
-    pub value: &'a Value,
-    ctx: std::cell::OnceCell<Result<handlebars::Context, String>>,
+    inner: Inner<'a>,
+}
+
+enum Inner<'a> {
+    Borrowed { value: &'a Value, ctx: std::cell::OnceCell<handlebars::Context> },
+    Owned(handlebars::Context),
 }
 
 impl<'a> Env<'a> {
     pub fn new(value: &'a Value) -> Self {
-        Self { value, ctx: std::cell::OnceCell::new() }
+        Self { inner: Inner::Borrowed { value, ctx: std::cell::OnceCell::new() } }
     }
 
-    fn context(&self) -> Result<&handlebars::Context, String> {
-        self.ctx
-            .get_or_init(|| handlebars::Context::wraps(self.value).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// An envelope owned by the context: no further copy is made to render templates.
+    pub fn owned(value: Value) -> Env<'static> {
+        Env { inner: Inner::Owned(handlebars::Context::from(value)) }
+    }
+
+    /// The envelope.
+    pub fn value(&self) -> &Value {
+        match &self.inner {
+            Inner::Borrowed { value, .. } => value,
+            Inner::Owned(ctx) => ctx.data(),
+        }
+    }
+
+    /// Puts the `for_each` node and its position in place (owned envelopes only; a borrowed
+    /// one is left as it is).
+    pub fn set_item(&mut self, item: Value, index: usize) {
+        if let Inner::Owned(ctx) = &mut self.inner
+            && let Value::Object(m) = ctx.data_mut()
+        {
+            m.insert("item".into(), item);
+            m.insert("index".into(), Value::from(index));
+        }
+    }
+
+    fn context(&self) -> &handlebars::Context {
+        match &self.inner {
+            Inner::Borrowed { value, ctx } => ctx.get_or_init(|| handlebars::Context::from((*value).clone())),
+            Inner::Owned(ctx) => ctx,
+        }
     }
 }
 

@@ -225,9 +225,9 @@ impl Field {
         let value = match &self.source {
             FieldSource::Value(v) => Some(v.clone()),
             FieldSource::Select { selector, all: true } => {
-                Some(Value::Array(selector.select(env.value).into_iter().cloned().collect()))
+                Some(Value::Array(selector.select(env.value()).into_iter().cloned().collect()))
             }
-            FieldSource::Select { selector, all: false } => selector.first(env.value).cloned(),
+            FieldSource::Select { selector, all: false } => selector.first(env.value()).cloned(),
             FieldSource::Template(t) => match ts.try_render(t, env) {
                 Ok(s) => Some(Value::String(s)),
                 // A default covers a template whose input is missing, not one whose input is bad.

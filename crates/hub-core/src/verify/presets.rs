@@ -43,7 +43,32 @@ impl std::fmt::Debug for Preset {
     }
 }
 
+/// A credential a preset's verifier reads from the request: redacted before the event is
+/// stored (see [`crate::redact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    Header(&'static str),
+    Query(&'static str),
+    /// A selector into the envelope (`$.body...`).
+    Body(&'static str),
+}
+
 impl Preset {
+    /// The credentials this preset's verifier reads (signatures are not credentials: they
+    /// cannot be reused for another body).
+    pub fn credentials(&self) -> &'static [Credential] {
+        match self.name {
+            "mailchimp" | "amocrm" => &[Credential::Query("token")],
+            // Every event carries the application token and the portal's OAuth tokens.
+            "bitrix24" => &[
+                Credential::Body("$.body.auth.application_token"),
+                Credential::Body("$.body.auth.access_token"),
+                Credential::Body("$.body.auth.refresh_token"),
+            ],
+            _ => &[],
+        }
+    }
+
     /// A verified request whose `$.body.type` is this is an endpoint-ownership challenge: the
     /// hub answers `{"challenge": $.body.challenge}` and stores nothing (Slack's Events API).
     pub fn challenge_type(&self) -> Option<&'static str> {

@@ -131,16 +131,7 @@ async fn credentials_are_redacted_in_the_store_admin_cli_and_deliveries() {
     assert_eq!(shown["query"], "key=%5Bredacted%5D&page=2");
 
     // `hub events show` through the running server, then a replay from the redacted copy.
-    let (code, out) = hub_cli(&[
-        "events",
-        "show",
-        &id,
-        "--body",
-        "--server",
-        &hub.base,
-        "--store",
-        store.to_str().expect("utf8"),
-    ]);
+    let (code, out) = hub_cli(&["events", "show", &id, "--body", "--store", store.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{out}");
     assert_clean("hub events show", &out);
     assert!(out.contains("[redacted]"), "{out}");

@@ -190,3 +190,47 @@ routes:
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["status"], "filtered");
 }
+
+/// `ip_allow` behind a reverse proxy: the client address comes from `X-Forwarded-For` only when
+/// the connection is from a proxy named by `--trusted-proxy`; anyone else's header is ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_allow_reads_forwarded_for_only_from_trusted_proxies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("office.yaml"),
+        "source:\n  id: office\n  description: posts from the office network only\n  verify: none\n  ip_allow: [203.0.113.0/24]\nroutes:\n  - id: sink\n    map: {seen: {path: $.body.seen, default: yes}}\n    to: {url: \"http://127.0.0.1:9/sink\"}\n",
+    )
+    .expect("write mapping");
+    let client = reqwest::Client::new();
+    let post = |hub: &Hub, forwarded: &str| {
+        client
+            .post(hub.url("/hooks/office"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", forwarded)
+            .body("{}")
+            .send()
+    };
+
+    // No trusted proxy: the header is the client's word and is ignored (the peer is 127.0.0.1).
+    let hub = Hub::start(&dir, &tmp.path().join("a.redb"));
+    let r = post(&hub, "203.0.113.9").await.expect("post");
+    assert_eq!(r.status(), 403);
+    hub.stop();
+
+    // Loopback is the trusted proxy: the address it appended decides.
+    let hub =
+        Hub::start_with_env(&dir, &tmp.path().join("b.redb"), &[("HUB_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    let r = post(&hub, "203.0.113.9").await.expect("post");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let id = r.json::<serde_json::Value>().await.expect("json")["event_id"].as_str().expect("id").to_string();
+    // A forged first entry does not help: the proxy's own (last) entry is outside the list.
+    let r = post(&hub, "203.0.113.9, 198.51.100.7").await.expect("post");
+    assert_eq!(r.status(), 403);
+    // The stored remote address is the client's, not the proxy's.
+    let (code, out) = hub_cli(&["events", "show", &id, "--store", hub.store.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("203.0.113.9"), "{out}");
+    hub.stop();
+}

@@ -45,6 +45,11 @@ enum Cmd {
         /// Allow deliveries to this network although it is private/loopback (repeatable), e.g. 127.0.0.0/8.
         #[arg(long = "allow-net", env = "HUB_ALLOW_NETS", value_delimiter = ',')]
         allow_nets: Vec<ipnet::IpNet>,
+        /// Reverse proxies in front of the hub (repeatable CIDR, e.g. 127.0.0.1/32): for a connection
+        /// from one of them, the client address (`ip_allow`, stored `remote_addr`) is taken from
+        /// `X-Forwarded-For`. Without it that header is ignored.
+        #[arg(long = "trusted-proxy", env = "HUB_TRUSTED_PROXIES", value_delimiter = ',')]
+        trusted_proxies: Vec<ipnet::IpNet>,
         /// Deliveries in flight at once.
         #[arg(long, env = "HUB_CONCURRENCY", default_value_t = 32)]
         concurrency: usize,
@@ -219,6 +224,7 @@ fn run(cli: Cli) -> Result<bool> {
             store,
             mappings,
             allow_nets,
+            trusted_proxies,
             concurrency,
             dev,
             catcher_listen,
@@ -236,6 +242,7 @@ fn run(cli: Cli) -> Result<bool> {
                 store,
                 mappings,
                 allow_nets,
+                trusted_proxies,
                 concurrency,
                 dev,
             };

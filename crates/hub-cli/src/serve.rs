@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub mappings: PathBuf,
     /// Destination networks exempt from the private-address guard (e.g. 127.0.0.0/8 in tests).
     pub allow_nets: Vec<ipnet::IpNet>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub concurrency: usize,
     /// Unset secrets resolve to placeholders instead of failing the start.
     pub dev: bool,
@@ -118,7 +120,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let catcher = if cfg.dev { start_catcher(cfg.catcher_listen).await } else { None };
     let wake = Arc::new(Notify::new());
     let hub = build_hub(&cfg, wake.clone(), catcher)?;
-    let state = AppState { hub: hub.clone() };
+    let state = AppState { hub: hub.clone(), trusted_proxies: Arc::new(cfg.trusted_proxies.clone()) };
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)

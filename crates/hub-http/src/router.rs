@@ -20,6 +20,49 @@ use tracing::{error, warn};
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    /// Proxies in front of the hub: for a connection from one of them the client address is
+    /// read from `X-Forwarded-For`. Empty: the connection's own address, always.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+}
+
+impl AppState {
+    /// A state that trusts no proxy (the Lambda shell takes the address from the request context).
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub, trusted_proxies: Arc::default() }
+    }
+}
+
+/// The client's address: the connection's peer, or, when the peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` (read right to left) that is not a trusted proxy. Each
+/// proxy appends the address it saw, so only the entries added by trusted hops are believed; an
+/// entry that does not parse stops the walk at the last trusted hop.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        let parsed =
+            hop.parse::<std::net::IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        let Some(ip) = parsed.map(|ip| ip.to_canonical()) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// The HTTP surface, identical in every shell.
@@ -138,7 +181,7 @@ async fn ingest(
         headers: hs,
         body: bytes,
         received_at,
-        remote_addr: connect.map(|c| c.0.ip().to_string()),
+        remote_addr: connect.map(|c| client_ip(c.0.ip(), &headers, &st.trusted_proxies).to_string()),
     };
     match st.hub.ingest(&source, req).await {
         Ok(Ingested { challenge: Some(c), .. }) => Json(json!({"challenge": c})).into_response(),
@@ -245,5 +288,68 @@ async fn admin_replay(State(st): State<AppState>, Path(id): Path<String>) -> Res
         Ok(true) => Json(json!({"status": "queued", "event_id": id})).into_response(),
         Ok(false) => no_event(&id),
         Err(e) => store_failure(&e),
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::client_ip;
+    use axum::http::HeaderMap;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().expect("header"));
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().expect("net")).collect()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_header_is_ignored() {
+        let h = xff(&["203.0.113.9"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &[]), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn a_direct_client_cannot_claim_another_address() {
+        let h = xff(&["10.1.2.3"]);
+        let trusted = nets(&["127.0.0.1/32"]);
+        assert_eq!(client_ip(ip("198.51.100.7"), &h, &trusted), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_address_it_saw_is_the_client() {
+        let trusted = nets(&["127.0.0.1/32"]);
+        // The client sent a forged first entry; the proxy appended what it really saw.
+        let h = xff(&["10.1.2.3, 203.0.113.9"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("203.0.113.9"));
+        // Same with the proxy's entry on its own header line, and through an IPv4-mapped peer.
+        let h = xff(&["10.1.2.3", "203.0.113.9"]);
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &h, &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_chain_of_trusted_proxies_is_walked_to_the_first_untrusted_hop() {
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let h = xff(&["192.0.2.1, 203.0.113.9, 10.0.0.5"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn garbage_stops_at_the_last_trusted_hop() {
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let h = xff(&["203.0.113.9, unknown, 10.0.0.5"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("10.0.0.5"));
+        let h = xff(&[]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("127.0.0.1"));
     }
 }

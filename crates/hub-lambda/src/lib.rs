@@ -156,7 +156,7 @@ async fn lambda_request_layer(
 
 /// The ingest function's HTTP surface: exactly `hub serve`'s router.
 pub fn ingest_app(shell: Shell) -> axum::Router {
-    router(AppState { hub: shell.hub().clone() })
+    router(AppState::new(shell.hub().clone()))
         .layer(axum::middleware::from_fn_with_state(shell, lambda_request_layer))
 }
 
@@ -165,7 +165,7 @@ pub fn admin_app(shell: Shell) -> axum::Router {
     let mappings = axum::Router::new()
         .route("/admin/mappings", get(mappings_show).post(mappings_push))
         .with_state(shell.clone());
-    admin_routes(AppState { hub: shell.hub().clone() })
+    admin_routes(AppState::new(shell.hub().clone()))
         .merge(mappings)
         .fallback(|uri: axum::http::Uri| async move {
             error_response(&PublicError::new(ErrorCode::NotFound, format!("no route for {}", uri.path())))

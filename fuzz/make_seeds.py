@@ -101,7 +101,7 @@ SIG_SYNTH = {
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpus", dest="shared", default="tests/corpus")
+    ap.add_argument("--corpus", dest="shared", default=str(HERE.parent / "tests" / "corpus"))
     ap.add_argument("--mappings", default=str(HERE.parent / "mappings"))
     args = ap.parse_args()
     shared, mappings = Path(args.shared), Path(args.mappings)

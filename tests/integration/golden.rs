@@ -62,3 +62,21 @@ fn validate_lists_unverified_sources_and_refuses_an_undeclared_one() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("forgot.yaml:2:7: source has no verification"), "{text}");
 }
+
+/// `hub mappings push` refuses, before it reaches the table, a set whose routes retry longer than
+/// the deployment keeps events (retries of 3 days + the dead-letter queue's 14 > 10 days).
+#[test]
+fn push_refuses_a_set_that_retries_longer_than_the_deployment_keeps_events() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    crate::support::lead_mappings(&dir, "https://crm.example.com/contacts", "");
+    let d = dir.to_str().expect("utf8");
+    let env = [("AWS_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")];
+    let (code, out, err) = crate::support::hub_cli_env(
+        &["mappings", "push", d, "--table", "no-such-table", "--retention-days", "10"],
+        &env,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("more than the deployment keeps events"), "{out}{err}");
+    assert!(out.contains("nothing pushed"), "{out}{err}");
+}

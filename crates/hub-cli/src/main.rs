@@ -137,6 +137,10 @@ enum MappingsCmd {
         /// The hub's DynamoDB table (the stack's `TableName` output).
         #[arg(long, env = "HUB_TABLE")]
         table: String,
+        /// The deployment's `RetentionDays` (0: events never expire): a set whose routes retry
+        /// longer than events are kept (with the dead-letter queue's 14 days) is refused.
+        #[arg(long, env = "HUB_RETENTION_DAYS", default_value_t = 30)]
+        retention_days: u64,
     },
     /// Print what a mapping would send for an input body, without sending.
     Render {
@@ -254,8 +258,9 @@ fn run(cli: Cli) -> Result<bool> {
                 mappings_cmd::validate(&dir, require_secrets, &mut out)
             }
             MappingsCmd::Test { dir } => Ok(mappings_cmd::test(&dir, &mut out)?.failed == 0),
-            MappingsCmd::Push { dir, store, table } => {
-                runtime()?.block_on(mappings_cmd::push(&dir, store, &table, &mut out))
+            MappingsCmd::Push { dir, store, table, retention_days } => {
+                let retention = (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400));
+                runtime()?.block_on(mappings_cmd::push(&dir, store, &table, retention, &mut out))
             }
             MappingsCmd::Render { file, input, headers, verify } => {
                 mappings_cmd::render(&file, &input, &headers, verify, &mut out)

@@ -223,18 +223,34 @@ pub enum PushStore {
 /// `hub mappings push`: compiles every file under `dir` (secrets live in the deployment, so
 /// unset ones compile as placeholders here; the functions compile again with the real ones)
 /// and stores the set as the next version. Nothing is stored when a file does not compile.
-pub async fn push(dir: &Path, store: PushStore, table: &str, out: &mut dyn std::io::Write) -> Result<bool> {
+pub async fn push(
+    dir: &Path,
+    store: PushStore,
+    table: &str,
+    retention: Option<std::time::Duration>,
+    out: &mut dyn std::io::Write,
+) -> Result<bool> {
     let PushStore::Dynamodb = store;
     let paths = files::mapping_files(dir).with_context(|| format!("reading {}", dir.display()))?;
     if paths.is_empty() {
         bail!("no mapping files (*.yaml) under {}", dir.display());
     }
     let texts = files::read_all(&paths)?;
-    if let Err(diags) = MappingSet::compile(&texts, &EnvOrPlaceholder) {
-        for d in &diags {
-            writeln!(out, "{d}")?;
+    let set = match MappingSet::compile(&texts, &EnvOrPlaceholder) {
+        Ok(set) => set,
+        Err(diags) => {
+            for d in &diags {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(out, "{} error(s); nothing pushed", diags.len())?;
+            return Ok(false);
         }
-        writeln!(out, "{} error(s); nothing pushed", diags.len())?;
+    };
+    // The same check the admin function makes before it stores a set.
+    let limits = hub_aws::mappings::Limits { retention, dlq_retention: hub_aws::mappings::DLQ_RETENTION };
+    if let Err(m) = limits.check(&set) {
+        writeln!(out, "{m}")?;
+        writeln!(out, "nothing pushed")?;
         return Ok(false);
     }
     // Stored under their path relative to the directory: stable wherever the push runs from.

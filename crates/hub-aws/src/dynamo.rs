@@ -84,7 +84,7 @@ struct Meta {
     expires: Option<u64>,
     #[serde(default)]
     retention_ms: Option<u64>,
-    /// Store failures in a row of a queued job: `d` for the dispatch, else the delivery id.
+    /// Store failures in a row of a queued job, by job key (as `started`).
     #[serde(default)]
     failures: BTreeMap<String, u32>,
 }
@@ -97,10 +97,13 @@ struct Started {
     until: u64,
 }
 
-/// The key of a job in [`Meta::started`].
+/// The key of a dispatch job in [`Meta::started`] and [`Meta::failures`].
+const DISPATCH_KEY: &str = "dispatch";
+
+/// The key of a job in [`Meta::started`] and [`Meta::failures`]: a delivery's is its id.
 fn job_key(job: &Job) -> String {
     match job {
-        Job::Dispatch(_) => "dispatch".into(),
+        Job::Dispatch(_) => DISPATCH_KEY.into(),
         Job::Attempt(_, d) => d.to_string(),
     }
 }
@@ -125,10 +128,13 @@ struct Open {
     due: u64,
 }
 
-/// The `failures` key of a dispatch job.
-const DISPATCH_FAILS: &str = "d";
-
 impl Meta {
+    /// The job recorded an outcome (or was queued afresh): its runs and failures start over.
+    fn clear_job(&mut self, key: &str) {
+        self.started.remove(key);
+        self.failures.remove(key);
+    }
+
     /// Moves the expiry to `at` plus the retention, unless it is later already.
     fn rearm(&mut self, at: UnixMillis) {
         if let Some(r) = self.retention_ms {
@@ -704,7 +710,7 @@ fn apply_dispatch(
     m.record.dispatch_error = error;
     m.record.latest_count = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
     m.runs.push(token);
-    m.started.remove("dispatch");
+    m.clear_job(DISPATCH_KEY);
     m.current = deliveries.iter().map(|d| (d.id.to_string(), d.status)).collect();
     for (d, sk) in deliveries.iter().zip(placed) {
         if !d.status.is_final() {
@@ -971,7 +977,6 @@ impl Store for DynamoStore {
                 }
                 apply_dispatch(m, &deliveries, error.clone(), token.clone(), &placed, at);
                 m.rearm(at);
-                m.failures.remove(DISPATCH_FAILS);
                 Ok(Ok((true, Vec::new())))
             })
             .await?;
@@ -999,8 +1004,6 @@ impl Store for DynamoStore {
                 let ttl = self.ttl_of(m);
                 let Some(open) = m.open.get_mut(&did) else { return Ok(Err(false)) };
                 let item = self.delivery_item(id, &open.sk, doc.clone(), ttl);
-                m.started.remove(&did);
-                m.failures.remove(&did);
                 match (d.status.is_final(), d.next_attempt_at) {
                     (false, Some(at)) => open.due = at.0,
                     (false, None) => {}
@@ -1008,6 +1011,7 @@ impl Store for DynamoStore {
                         m.open.remove(&did);
                     }
                 }
+                m.clear_job(&did);
                 if let Some(c) = m.current.iter_mut().find(|(x, _)| *x == did) {
                     c.1 = d.status;
                 }
@@ -1029,8 +1033,7 @@ impl Store for DynamoStore {
     async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError> {
         self.update_meta(id, false, |m| {
             m.dispatch_due = Some(at.0);
-            m.started.remove("dispatch");
-            m.failures.remove(DISPATCH_FAILS);
+            m.clear_job(DISPATCH_KEY);
             m.rearm(at);
             // The body item lives as long as the event.
             let mut extra = Vec::new();
@@ -1094,10 +1097,8 @@ impl Store for DynamoStore {
     }
 
     async fn job_failed(&self, job: &Job, f: &JobFailure) -> Result<JobFailed, StoreError> {
-        let (id, key) = match job {
-            Job::Dispatch(id) => (id, DISPATCH_FAILS.to_string()),
-            Job::Attempt(id, d) => (id, d.to_string()),
-        };
+        let (Job::Dispatch(id) | Job::Attempt(id, _)) = job;
+        let key = job_key(job);
         let max = f.max_failures.max(1);
         let counted = self
             .update_meta(id, None, |m| {

@@ -46,6 +46,7 @@ routes:
       total: {{path: $.body.total, type: number}}
     to:
       url: {dest}
+      allow_net: [127.0.0.0/8]
     retry: {{initial_delay: 1s, max_delay: 1s, jitter: false, max_attempts: {max_attempts}, timeout: 2s}}
 "#
     )
@@ -127,16 +128,19 @@ impl Aws {
             ("HUB_SECRETS_ID", secret.clone()),
             ("HUB_MAPPINGS_REFRESH_SECS", "0".into()),
             ("HUB_SWEEP_GRACE_SECS", "0".into()),
+            // The destinations of these tests listen on 127.0.0.1.
+            ("HUB_ALLOW_NETS", "127.0.0.0/8".into()),
         ]);
         let settings = hub_aws::Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
         let (shell, metrics) = Self::shell(&clients, settings.clone()).await;
         Aws { clients, shell, settings, table, queue_url, dlq_url, secret, metrics }
     }
 
-    /// A cold start with these settings, delivering to 127.0.0.1, its metric lines kept.
+    /// A cold start with these settings, its metric lines kept; the forwarder is built the way
+    /// the function builds it (`HUB_ALLOW_NETS`).
     async fn shell(clients: &Clients, settings: hub_aws::Settings) -> (Shell, Arc<Mutex<Vec<String>>>) {
         let forwarder = HttpForwarder::new(ForwarderConfig {
-            allow_nets: vec!["127.0.0.0/8".parse().expect("net")],
+            allow_nets: settings.allow_nets.clone(),
             ..Default::default()
         })
         .expect("forwarder");
@@ -707,6 +711,14 @@ async fn aws_admin_refuses_a_mapping_set_that_retries_longer_than_events_are_kep
     let (status, ok) =
         aws.admin("POST", "/admin/mappings", &json!({"files": {"shop.yaml": short}}).to_string()).await;
     assert_eq!((status, ok["version"].as_u64()), (200, Some(2)), "{ok}");
+    // A route may ask only for networks the deployment allows (HUB_ALLOW_NETS: 127.0.0.0/8).
+    let wide = shop_mapping("https://crm.example/x", 5).replace("[127.0.0.0/8]", "[10.0.0.0/8]");
+    let (status, err) =
+        aws.admin("POST", "/admin/mappings", &json!({"files": {"shop.yaml": wide}}).to_string()).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_mapping")), "{err}");
+    let msg = err["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("shop.yaml:") && msg.contains("10.0.0.0/8") && msg.contains("AllowNets"), "{msg}");
+    assert_eq!(repo.current_version().await.expect("version"), 2, "nothing pushed");
 }
 
 #[tokio::test]

@@ -143,7 +143,7 @@ async fn a_secret_destination_url_is_used_to_send_but_never_stored() {
     std::fs::create_dir_all(&m).expect("mkdir");
     std::fs::write(
         m.join("alert.yaml"),
-        "source:\n  id: alert\n  description: internal alerts, unsigned\n  verify: none\nroutes:\n  - id: slack\n    map: {text: \"{{body.msg}}\"}\n    to: {url: env:SLACK_WEBHOOK_URL}\n",
+        "source:\n  id: alert\n  description: internal alerts, unsigned\n  verify: none\nroutes:\n  - id: slack\n    map: {text: \"{{body.msg}}\"}\n    to: {url: env:SLACK_WEBHOOK_URL, allow_net: [127.0.0.0/8]}\n",
     )
     .expect("write");
     let secret_url = dest.url("/services/T000/B000/very-secret");
@@ -166,4 +166,86 @@ async fn a_secret_destination_url_is_used_to_send_but_never_stored() {
     let (_, out) =
         hub_cli(&["events", "show", ack["event_id"].as_str().expect("id"), "--store", &store_arg(&dir)]);
     assert!(out.contains("env:SLACK_WEBHOOK_URL") && !out.contains("very-secret"), "{out}");
+}
+
+/// `--allow-net` grants a network; only the route that names it with `to.allow_net` reaches it.
+#[tokio::test]
+async fn only_the_route_that_asks_for_a_private_network_reaches_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    let yaml = |extra: &str| {
+        format!(
+            "source:\n  id: fan\n  description: unsigned test sender\n  verify: none\nroutes:\n  - id: onprem\n    map: {{n: 1}}\n    to: {{url: \"{}\", allow_net: [127.0.0.1]}}\n  - id: saas\n    map: {{n: 2}}\n    to: {{url: \"{}\"{extra}}}\n",
+            dest.url("/onprem"),
+            dest.url("/saas"),
+        )
+    };
+    std::fs::write(m.join("fan.yaml"), yaml("")).expect("write");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let ack: serde_json::Value = reqwest::Client::new()
+        .post(hub.url("/hooks/fan"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("ack");
+    let got = dest.wait_for(1, 10).await;
+    assert_eq!(got[0].path, "/onprem");
+    let id = ack["event_id"].as_str().expect("id").to_string();
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (code, out) = hub_cli(&["events", "show", &id, "--store", &store_arg(&dir)]);
+        assert_eq!(code, 0, "{out}");
+        shown = serde_json::from_str(&out).expect("json");
+        let done = shown["deliveries"].as_array().is_some_and(|d| {
+            d.len() == 2 && d.iter().all(|d| d["status"] == "delivered" || d["status"] == "dead")
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let by_route = |r: &str| {
+        shown["deliveries"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["route"] == r))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by_route("onprem")["status"], "delivered", "{shown}");
+    let saas = by_route("saas");
+    assert_eq!(saas["status"], "dead", "{shown}");
+    assert!(saas["last_error"].as_str().is_some_and(|e| e.contains("allow_net")), "{shown}");
+    assert_eq!(dest.received().len(), 1, "the route without allow_net never reached the sink");
+    hub.stop();
+
+    // A route asking for more than the hub grants (here 127.0.0.0/8) fails the start at its line.
+    std::fs::write(m.join("fan.yaml"), yaml(", allow_net: [10.0.0.0/8]")).expect("write");
+    let out = std::process::Command::new(hub_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--allow-net",
+            "127.0.0.0/8",
+        ])
+        .arg("--store")
+        .arg(dir.path().join("hub.redb"))
+        .arg("--mappings")
+        .arg(&m)
+        .output()
+        .expect("run hub");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fan.yaml:11:") && stderr.contains("10.0.0.0/8") && stderr.contains("--allow-net"),
+        "{stderr}"
+    );
 }

@@ -22,7 +22,7 @@ async fn stripe_preset_verifies_dedups_and_exposes_the_event_type() {
     std::fs::write(
         m.join("stripe.yaml"),
         format!(
-            "source:\n  id: pay\n  provider: stripe\n  secret: env:LEAD_SECRET\nroutes:\n  - id: deal\n    when: {{path: $.event.type, eq: invoice.paid}}\n    map:\n      type: \"{{{{event.type}}}}\"\n      amount: {{template: \"{{{{divide body.data.object.amount_paid 100}}}}\", type: number}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: pay\n  provider: stripe\n  secret: env:LEAD_SECRET\nroutes:\n  - id: deal\n    when: {{path: $.event.type, eq: invoice.paid}}\n    map:\n      type: \"{{{{event.type}}}}\"\n      amount: {{template: \"{{{{divide body.data.object.amount_paid 100}}}}\", type: number}}\n    to: {{url: \"{}\", allow_net: [127.0.0.0/8]}}\n",
             dest.url("/deals")
         ),
     )
@@ -64,7 +64,7 @@ async fn gzip_xml_and_multipart_bodies_are_parsed() {
     std::fs::write(
         m.join("any.yaml"),
         format!(
-            "source:\n  id: any\n  description: test sender, unsigned\n  verify: none\nroutes:\n  - id: echo\n    map: {{got: $.body}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: any\n  description: test sender, unsigned\n  verify: none\nroutes:\n  - id: echo\n    map: {{got: $.body}}\n    to: {{url: \"{}\", allow_net: [127.0.0.0/8]}}\n",
             dest.url("/echo")
         ),
     )
@@ -209,7 +209,7 @@ async fn url_signing_schemes_verify_against_public_url_not_forwarded_headers() {
     std::fs::write(
         m.join("twilio.yaml"),
         format!(
-            "source:\n  id: sms\n  provider: twilio\n  secret: env:LEAD_SECRET\n  public_url: https://hooks.example.com/hooks/sms\nroutes:\n  - id: note\n    map: {{from: $.body.From, text: $.body.Body}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: sms\n  provider: twilio\n  secret: env:LEAD_SECRET\n  public_url: https://hooks.example.com/hooks/sms\nroutes:\n  - id: note\n    map: {{from: $.body.From, text: $.body.Body}}\n    to: {{url: \"{}\", allow_net: [127.0.0.0/8]}}\n",
             dest.url("/notes")
         ),
     )
@@ -256,7 +256,7 @@ async fn slack_url_verification_is_answered_after_its_signature_and_not_stored()
     std::fs::write(
         m.join("slack.yaml"),
         format!(
-            "source:\n  id: slack\n  provider: slack\n  secret: env:LEAD_SECRET\nroutes:\n  - id: any\n    map: {{t: $.event.type}}\n    to: {{url: \"{}\"}}\n",
+            "source:\n  id: slack\n  provider: slack\n  secret: env:LEAD_SECRET\nroutes:\n  - id: any\n    map: {{t: $.event.type}}\n    to: {{url: \"{}\", allow_net: [127.0.0.0/8]}}\n",
             dest.url("/x")
         ),
     )

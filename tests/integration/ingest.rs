@@ -157,7 +157,7 @@ routes:
     map:
       lead: {{path: "$.body.leads.status[0].id", type: integer}}
       won: true
-    to: {{url: "{}"}}
+    to: {{url: "{}", allow_net: [127.0.0.0/8]}}
 "#,
             dest.url("/won")
         ),

@@ -34,6 +34,7 @@ routes:
   - id: raw
     to:
       url: {dest}
+      allow_net: [127.0.0.0/8]
       raw: true
     retry: {{initial_delay: 100ms, max_delay: 300ms, jitter: false, max_attempts: 3, timeout: 2s}}
   - id: echo
@@ -44,6 +45,7 @@ routes:
       auth: "{{{{headers.authorization}}}}"
     to:
       url: {dest}
+      allow_net: [127.0.0.0/8]
 "#
     );
     std::fs::create_dir_all(dir).expect("mkdir");

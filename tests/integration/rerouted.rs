@@ -16,6 +16,7 @@ routes:
     map: {{id: "{{{{body.id}}}}"}}
     to:
       url: {dest}
+      allow_net: [127.0.0.0/8]
       auth: {{bearer: env:{token_env}}}
     retry: {{initial_delay: 200ms, max_delay: 300ms, jitter: false, max_attempts: 50, timeout: 2s}}
 "#

@@ -251,6 +251,7 @@ routes:
       amount: {{path: $.body.amount, type: number}}
     to:
       url: {dest}
+      allow_net: [127.0.0.0/8]
       auth: {{bearer: env:CRM_TOKEN}}
       headers: {{X-Lead-Id: "{{{{body.id}}}}"}}
     retry: {{initial_delay: 100ms, max_delay: 300ms, jitter: false, max_attempts: 5, timeout: 2s}}

@@ -153,6 +153,9 @@ pub struct Settings {
     pub secrets_refresh: Duration,
     /// `HUB_METRICS_NAMESPACE`: the CloudWatch namespace of the hub's own metrics.
     pub metrics_namespace: String,
+    /// `HUB_ALLOW_NETS` (comma-separated): private networks routes may reach with
+    /// `to.allow_net` (a function in a VPC next to an on-premises CRM); none by default.
+    pub allow_nets: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -176,6 +179,19 @@ impl Settings {
             .filter(|n| *n >= 1)
             .ok_or_else(|| AwsError::Config("HUB_MAX_RECEIVE_COUNT must be at least 1".into()))?;
         let days = num("HUB_RETENTION_DAYS", 30)?;
+        let allow_nets = opt("HUB_ALLOW_NETS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| {
+                hub_core::net::parse_network(t).ok_or_else(|| {
+                    AwsError::Config(format!(
+                        "HUB_ALLOW_NETS: `{}` is not an address or CIDR network",
+                        t.trim()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             table,
             bucket: opt("HUB_BODIES_BUCKET"),
@@ -205,6 +221,7 @@ impl Settings {
             secrets_refresh: Duration::from_secs(num("HUB_SECRETS_REFRESH_SECS", 300)?),
             metrics_namespace: opt("HUB_METRICS_NAMESPACE")
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.to_string()),
+            allow_nets,
         })
     }
 
@@ -300,5 +317,13 @@ mod tests {
         );
         assert!(settings(&[("HUB_TABLE", "t"), ("HUB_SECRETS_HELD", "half")]).is_err());
         assert_eq!(settings(&[("HUB_TABLE", "t"), ("HUB_RETENTION_DAYS", "0")]).unwrap().retention, None);
+        assert!(s.allow_nets.is_empty());
+        let nets = settings(&[("HUB_TABLE", "t"), ("HUB_ALLOW_NETS", "10.0.0.0/8, 192.168.1.7")]).unwrap();
+        assert_eq!(
+            nets.allow_nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "192.168.1.7/32"]
+        );
+        let e = settings(&[("HUB_TABLE", "t"), ("HUB_ALLOW_NETS", "10.0.0.0/33")]).unwrap_err();
+        assert!(e.to_string().contains("HUB_ALLOW_NETS: `10.0.0.0/33`"), "{e}");
     }
 }

@@ -236,6 +236,9 @@ pub struct Limits {
     pub retention: Option<Duration>,
     /// How long the dead-letter queue keeps a message that may be moved back and run again.
     pub dlq_retention: Duration,
+    /// The private networks routes may ask for with `to.allow_net` (`HUB_ALLOW_NETS`);
+    /// `None` where they are not known (the CLI before a push: the admin function checks).
+    pub allow_nets: Option<Vec<ipnet::IpNet>>,
 }
 
 /// SQS's longest message retention, which the template gives the dead-letter queue.
@@ -245,7 +248,13 @@ impl Limits {
     /// Every route's deliveries must be able to run to their `max_age`, and then sit in the
     /// dead-letter queue, while their event is still stored: an event deleted mid-delivery
     /// would turn its retries into nothing.
+    ///
+    /// Every network a route asks for must be one the deployment allows (`AllowNets`).
     pub fn check(&self, set: &MappingSet) -> Result<(), String> {
+        if let Some(granted) = &self.allow_nets {
+            set.check_reach(granted)
+                .map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+        }
         let Some(retention) = self.retention else { return Ok(()) };
         for source in set.sources.values() {
             for route in &source.routes {

@@ -42,7 +42,8 @@ enum Cmd {
         store: PathBuf,
         #[arg(long, env = "HUB_MAPPINGS", default_value = "mappings")]
         mappings: PathBuf,
-        /// Allow deliveries to this network although it is private/loopback (repeatable), e.g. 127.0.0.0/8.
+        /// A private/loopback network that routes may reach with `to.allow_net` (repeatable), e.g.
+        /// 10.0.0.0/8; a route asking for one outside these fails the start.
         #[arg(long = "allow-net", env = "HUB_ALLOW_NETS", value_delimiter = ',')]
         allow_nets: Vec<ipnet::IpNet>,
         /// Reverse proxies in front of the hub (repeatable CIDR, e.g. 127.0.0.1/32): for a connection

@@ -246,8 +246,13 @@ pub async fn push(
             return Ok(false);
         }
     };
-    // The same check the admin function makes before it stores a set.
-    let limits = hub_aws::mappings::Limits { retention, dlq_retention: hub_aws::mappings::DLQ_RETENTION };
+    // The same check the admin function makes before it stores a set (which also checks the
+    // networks routes ask for against the deployment's `AllowNets`).
+    let limits = hub_aws::mappings::Limits {
+        retention,
+        dlq_retention: hub_aws::mappings::DLQ_RETENTION,
+        allow_nets: None,
+    };
     if let Err(m) = limits.check(&set) {
         writeln!(out, "{m}")?;
         writeln!(out, "nothing pushed")?;

@@ -32,7 +32,8 @@ pub struct ServeConfig {
     pub catcher_listen: SocketAddr,
     pub store: PathBuf,
     pub mappings: PathBuf,
-    /// Destination networks exempt from the private-address guard (e.g. 127.0.0.0/8 in tests).
+    /// Private networks routes may be allowed to reach with `to.allow_net` (e.g. 127.0.0.0/8
+    /// in tests); a route asking for anything outside them fails the start.
     pub allow_nets: Vec<ipnet::IpNet>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -52,6 +53,10 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAdd
     let set = MappingSet::compile(&texts, secrets).map_err(|diags| {
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("mappings do not compile:\n{}", list.join("\n"))
+    })?;
+    set.check_reach(&cfg.allow_nets).map_err(|diags| {
+        let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("mappings ask for networks this hub does not allow:\n{}", list.join("\n"))
     })?;
     let store = RedbStore::open(&cfg.store)?;
     let forwarder = HttpForwarder::new(ForwarderConfig {

@@ -11,6 +11,7 @@ pub mod event;
 pub mod golden;
 pub mod ids;
 pub mod mapping;
+pub mod net;
 pub mod pipeline;
 pub mod ports;
 pub mod redact;

@@ -12,7 +12,7 @@ use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId};
 use crate::mapping::{CompiledSource, MappingSet};
-use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Queue, Store, StoreError};
+use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Queue, SendPolicy, Store, StoreError};
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
 use crate::time::{Clock, UnixMillis};
@@ -358,7 +358,10 @@ impl Hub {
         }
         request.url = route.send_url(&request.url);
         let started = self.clock.now();
-        let outcome = self.forwarder.send(&request, route.retry.timeout).await;
+        let outcome = self
+            .forwarder
+            .send(&request, SendPolicy { timeout: route.retry.timeout, allow_net: &route.allow_net })
+            .await;
         let now = self.clock.now();
         d.attempts += 1;
         d.last_attempt_at = Some(started);

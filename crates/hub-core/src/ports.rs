@@ -194,8 +194,18 @@ pub enum SendFailure {
     Other,
 }
 
+/// What a route allows one request: how long it may take and where it may go.
+#[derive(Clone, Copy, Debug)]
+pub struct SendPolicy<'a> {
+    /// The whole request, from connecting to the last byte read.
+    pub timeout: Duration,
+    /// Private networks the request may reach besides public addresses (the route's
+    /// `to.allow_net`); an adapter refuses (`Blocked`) any it was not started to allow.
+    pub allow_net: &'a [ipnet::IpNet],
+}
+
 /// The outbound HTTP port.
 #[async_trait]
 pub trait Forwarder: Send + Sync {
-    async fn send(&self, request: &OutgoingRequest, timeout: Duration) -> SendOutcome;
+    async fn send(&self, request: &OutgoingRequest, policy: SendPolicy<'_>) -> SendOutcome;
 }

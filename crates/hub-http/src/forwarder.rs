@@ -3,26 +3,28 @@
 //! The hub sends requests to URLs that come from configuration and, indirectly, from incoming
 //! webhooks, so this client is the hub's SSRF boundary. It:
 //! - refuses destinations whose address is private, loopback, link-local, reserved or otherwise not
-//!   publicly routable, unless the operator explicitly allowed the network (`allow_nets`). Host
-//!   names are checked *after* resolution inside a custom DNS resolver, so the address that is
-//!   checked is the address that is dialled (no DNS-rebinding window); IP literals never reach the
-//!   resolver and are checked before sending;
+//!   publicly routable, unless the request's route allows that network (`to.allow_net`) and the
+//!   operator granted it (`allow_nets`): a route without `allow_net` reaches public addresses only.
+//!   Host names are checked *after* resolution inside a custom DNS resolver (one client per
+//!   distinct allow list), so the address that is checked is the address that is dialled (no
+//!   DNS-rebinding window); IP literals never reach the resolver and are checked before sending;
 //! - only speaks `http` and `https`, never follows redirects and never uses a proxy (a proxy would
 //!   resolve the destination itself, bypassing the guard);
 //! - bounds every request by the caller's timeout and reads at most a small snippet of the response;
 //! - produces failure messages that are safe to log: no URL paths or queries (Slack-style webhook
 //!   URLs carry their secret in the path), no header values, no bodies.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hub_core::event::OutgoingRequest;
-use hub_core::ports::{Forwarder, SendFailure, SendOutcome};
+use hub_core::ports::{Forwarder, SendFailure, SendOutcome, SendPolicy};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -38,8 +40,10 @@ const SNIPPET_SLACK: usize = 3;
 /// Settings for [`HttpForwarder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwarderConfig {
-    /// Networks that may be reached even though the guard would block them (for example an
-    /// on-premises CRM in 10.0.0.0/8, or 127.0.0.0/8 in tests).
+    /// Networks that routes may be allowed to reach although the guard would block them (for
+    /// example an on-premises CRM in 10.0.0.0/8, or 127.0.0.0/8 in tests). A request reaches
+    /// only the part its route asks for ([`SendPolicy::allow_net`]); a route asking for more
+    /// is refused.
     pub allow_nets: Vec<IpNet>,
     /// Exact `ip:port` destinations that may be reached although the guard would block their
     /// address (the `hub serve --dev` catcher). They apply to URLs with that IP literal and port
@@ -74,12 +78,18 @@ pub enum ForwarderBuildError {
     Client(#[source] reqwest::Error),
 }
 
-/// The outbound HTTP client. Build it once and share it: it owns a connection pool.
+/// The outbound HTTP client. Build it once and share it: it owns the connection pools.
 #[derive(Debug)]
 pub struct HttpForwarder {
-    client: reqwest::Client,
-    allow_nets: Arc<[IpNet]>,
+    /// For routes without `allow_net`: public addresses only.
+    public: reqwest::Client,
+    /// One client per distinct route allow list: a resolver (and a pool) serves one list.
+    reaching: Mutex<HashMap<Vec<IpNet>, reqwest::Client>>,
+    /// What the operator granted; every route allow list lies inside it.
+    granted: Arc<[IpNet]>,
     allow_addrs: Arc<[SocketAddr]>,
+    user_agent: HeaderValue,
+    connect_timeout: Duration,
     max_response_snippet: usize,
 }
 
@@ -88,38 +98,59 @@ impl HttpForwarder {
         // Validated here so a bad value is reported as such rather than as a generic builder error.
         let user_agent =
             HeaderValue::from_str(&cfg.user_agent).map_err(|_| ForwarderBuildError::InvalidUserAgent)?;
-        let allow_nets: Arc<[IpNet]> = cfg.allow_nets.into();
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(cfg.connect_timeout)
-            // A redirect is answered to the core, which reports the Location to the operator; following
-            // it would let a destination bounce the hub towards an arbitrary URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            // Proxies resolve the destination themselves, which would bypass the address guard, and
-            // environment variables must not silently reroute webhooks.
-            .no_proxy()
-            .no_hickory_dns()
-            .dns_resolver(GuardedResolver { allow_nets: Arc::clone(&allow_nets) })
-            .build()
-            .map_err(ForwarderBuildError::Client)?;
+        let public = build_client(&user_agent, cfg.connect_timeout, Arc::from([]))?;
         Ok(Self {
-            client,
-            allow_nets,
+            public,
+            reaching: Mutex::new(HashMap::new()),
+            granted: cfg.allow_nets.into(),
             allow_addrs: cfg.allow_addrs.into(),
+            user_agent,
+            connect_timeout: cfg.connect_timeout,
             max_response_snippet: cfg.max_response_snippet,
         })
     }
 
-    async fn send_inner(&self, request: &OutgoingRequest, timeout: Duration) -> SendOutcome {
-        let prepared = match prepare(request, &self.allow_nets, &self.allow_addrs) {
+    /// The client whose resolver admits exactly `allow_net` besides public addresses, or why
+    /// the request may not be sent.
+    fn client_for(&self, allow_net: &[IpNet]) -> Result<reqwest::Client, SendOutcome> {
+        if allow_net.is_empty() {
+            return Ok(self.public.clone());
+        }
+        if let Some(net) = allow_net.iter().find(|n| !hub_core::net::is_within(n, &self.granted)) {
+            return Err(failed(
+                SendFailure::Blocked,
+                format!(
+                    "the route asks to reach {net}, which this hub is not started to allow \
+                     (--allow-net / HUB_ALLOW_NETS)"
+                ),
+            ));
+        }
+        let mut key = allow_net.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        let mut clients = self.reaching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&self.user_agent, self.connect_timeout, key.clone().into())
+            .map_err(|e| failed(SendFailure::Other, e.to_string()))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    async fn send_inner(&self, request: &OutgoingRequest, policy: SendPolicy<'_>) -> SendOutcome {
+        let timeout = policy.timeout;
+        let client = match self.client_for(policy.allow_net) {
+            Ok(client) => client,
+            Err(outcome) => return outcome,
+        };
+        let prepared = match prepare(request, policy.allow_net, &self.allow_addrs) {
             Ok(prepared) => prepared,
             Err(outcome) => return outcome,
         };
         let Prepared { method, url, headers, origin } = prepared;
         let started = Instant::now();
-        let result = self
-            .client
+        let result = client
             .request(method.clone(), url)
             .headers(headers)
             .body(request.body.clone())
@@ -157,9 +188,31 @@ impl HttpForwarder {
 
 #[async_trait::async_trait]
 impl Forwarder for HttpForwarder {
-    async fn send(&self, request: &OutgoingRequest, timeout: Duration) -> SendOutcome {
-        self.send_inner(request, timeout).await
+    async fn send(&self, request: &OutgoingRequest, policy: SendPolicy<'_>) -> SendOutcome {
+        self.send_inner(request, policy).await
     }
+}
+
+/// A client whose resolver admits public addresses and `allow_nets`.
+fn build_client(
+    user_agent: &HeaderValue,
+    connect_timeout: Duration,
+    allow_nets: Arc<[IpNet]>,
+) -> Result<reqwest::Client, ForwarderBuildError> {
+    reqwest::Client::builder()
+        .user_agent(user_agent.clone())
+        .connect_timeout(connect_timeout)
+        // A redirect is answered to the core, which reports the Location to the operator; following
+        // it would let a destination bounce the hub towards an arbitrary URL.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        // Proxies resolve the destination themselves, which would bypass the address guard, and
+        // environment variables must not silently reroute webhooks.
+        .no_proxy()
+        .no_hickory_dns()
+        .dns_resolver(GuardedResolver { allow_nets })
+        .build()
+        .map_err(ForwarderBuildError::Client)
 }
 
 /// A request that passed every check that can be made before dialling.
@@ -211,7 +264,10 @@ fn prepare(
     {
         return Err(failed(
             SendFailure::Blocked,
-            format!("destination {origin} is in a blocked address range"),
+            format!(
+                "destination {origin} is in a blocked address range (a route reaches a private \
+                 network only with `to.allow_net`)"
+            ),
         ));
     }
     let headers = build_headers(&request.headers)?;
@@ -412,7 +468,12 @@ struct Blocked {
 
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "every address of `{}` is in a blocked address range", self.host)
+        write!(
+            f,
+            "every address of `{}` is in a blocked address range (a route reaches a private network \
+             only with `to.allow_net`)",
+            self.host
+        )
     }
 }
 
@@ -567,6 +628,18 @@ mod tests {
         }
     }
 
+    const LOOPBACK: [IpNet; 1] = [IpNet::V4(v4(127, 0, 0, 0, 8))];
+
+    /// A route that asks for loopback (`to.allow_net: [127.0.0.0/8]`).
+    fn loopback(timeout: Duration) -> SendPolicy<'static> {
+        SendPolicy { timeout, allow_net: &LOOPBACK }
+    }
+
+    /// A route without `allow_net`: public addresses only.
+    fn public(timeout: Duration) -> SendPolicy<'static> {
+        SendPolicy { timeout, allow_net: &[] }
+    }
+
     fn forwarder(cfg: ForwarderConfig) -> HttpForwarder {
         HttpForwarder::new(cfg).expect("forwarder builds")
     }
@@ -652,7 +725,7 @@ mod tests {
             ],
             body: bytes::Bytes::from_static(body),
         };
-        let outcome = forwarder(loopback_config()).send(&req, Duration::from_secs(5)).await;
+        let outcome = forwarder(loopback_config()).send(&req, loopback(Duration::from_secs(5))).await;
         assert_eq!(
             outcome,
             SendOutcome::Response { status: 200, retry_after: None, body_snippet: "ok".to_owned() }
@@ -679,7 +752,7 @@ mod tests {
     async fn lowercase_method_is_accepted() {
         let (addr, server) = serve_once(ok_response()).await;
         let outcome = forwarder(loopback_config())
-            .send(&request("put", &format!("http://{addr}/")), Duration::from_secs(5))
+            .send(&request("put", &format!("http://{addr}/")), loopback(Duration::from_secs(5)))
             .await;
         assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
         assert_eq!(server.await.expect("server").method, "PUT");
@@ -690,13 +763,13 @@ mod tests {
         let (addr, server) = serve_once(ok_response()).await;
         let fwd = forwarder(ForwarderConfig { allow_addrs: vec![addr], ..ForwarderConfig::default() });
         let outcome =
-            fwd.send(&request("POST", &format!("http://{addr}/tour")), Duration::from_secs(5)).await;
+            fwd.send(&request("POST", &format!("http://{addr}/tour")), public(Duration::from_secs(5))).await;
         assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
         assert_eq!(server.await.expect("server").path, "/tour");
         // Another port on the same address, and the same port by name, stay blocked.
         let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1));
         for url in [format!("http://{other}/"), format!("http://localhost:{}/", addr.port())] {
-            let outcome = fwd.send(&request("POST", &url), Duration::from_secs(5)).await;
+            let outcome = fwd.send(&request("POST", &url), public(Duration::from_secs(5))).await;
             assert!(
                 matches!(outcome, SendOutcome::Failed { kind: SendFailure::Blocked, .. }),
                 "{url}: {outcome:?}"
@@ -708,7 +781,7 @@ mod tests {
     async fn ip_literal_is_blocked_without_allow_list() {
         let (addr, server) = serve_once(ok_response()).await;
         let outcome = forwarder(ForwarderConfig::default())
-            .send(&request("POST", &format!("http://{addr}/secret-path")), Duration::from_secs(5))
+            .send(&request("POST", &format!("http://{addr}/secret-path")), public(Duration::from_secs(5)))
             .await;
         let SendOutcome::Failed { kind: SendFailure::Blocked, message } = outcome else {
             panic!("expected Blocked, got {outcome:?}");
@@ -730,7 +803,7 @@ mod tests {
             "https://10.1.2.3/",
             "http://0.0.0.0:80/",
         ] {
-            let outcome = fwd.send(&request("GET", url), Duration::from_secs(1)).await;
+            let outcome = fwd.send(&request("GET", url), public(Duration::from_secs(1))).await;
             assert!(
                 matches!(outcome, SendOutcome::Failed { kind: SendFailure::Blocked, .. }),
                 "{url}: {outcome:?}"
@@ -744,7 +817,7 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let outcome = forwarder(ForwarderConfig::default())
-            .send(&request("POST", &format!("http://localhost:{port}/")), Duration::from_secs(5))
+            .send(&request("POST", &format!("http://localhost:{port}/")), public(Duration::from_secs(5)))
             .await;
         let SendOutcome::Failed { kind: SendFailure::Blocked, message } = outcome else {
             panic!("expected Blocked, got {outcome:?}");
@@ -755,11 +828,67 @@ mod tests {
         let outcome = forwarder(loopback_config())
             .send(
                 &request("POST", &format!("http://localhost:{}/via-name", addr.port())),
-                Duration::from_secs(5),
+                loopback(Duration::from_secs(5)),
             )
             .await;
         assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
         assert_eq!(server.await.expect("server").path, "/via-name");
+    }
+
+    #[tokio::test]
+    async fn a_granted_network_is_reached_only_by_routes_that_ask_for_it() {
+        // The operator granted loopback; a route without `allow_net` still reaches public
+        // addresses only, by IP literal and by name.
+        let fwd = forwarder(loopback_config());
+        let (addr, server) = serve_once(ok_response()).await;
+        for url in [format!("http://{addr}/"), format!("http://localhost:{}/", addr.port())] {
+            let outcome = fwd.send(&request("POST", &url), public(Duration::from_secs(5))).await;
+            let SendOutcome::Failed { kind: SendFailure::Blocked, message } = outcome else {
+                panic!("{url}: expected Blocked, got {outcome:?}");
+            };
+            assert!(message.contains("allow_net"), "{message}");
+        }
+        // The route that asks for it gets through, by name too (its own resolver).
+        let outcome = fwd
+            .send(
+                &request("POST", &format!("http://localhost:{}/asked", addr.port())),
+                loopback(Duration::from_secs(5)),
+            )
+            .await;
+        assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
+        assert_eq!(server.await.expect("server").path, "/asked");
+        // A narrower list than the grant admits its part only.
+        let (addr, server) = serve_once(ok_response()).await;
+        let other_host: [IpNet; 1] = [IpNet::V4(v4(127, 0, 0, 2, 32))];
+        let narrow = SendPolicy { timeout: Duration::from_secs(5), allow_net: &other_host };
+        let outcome = fwd.send(&request("POST", &format!("http://{addr}/")), narrow).await;
+        assert!(matches!(outcome, SendOutcome::Failed { kind: SendFailure::Blocked, .. }), "{outcome:?}");
+        let own_host: [IpNet; 1] = [IpNet::V4(v4(127, 0, 0, 1, 32))];
+        let exact = SendPolicy { timeout: Duration::from_secs(5), allow_net: &own_host };
+        let outcome = fwd.send(&request("POST", &format!("http://{addr}/")), exact).await;
+        assert!(matches!(outcome, SendOutcome::Response { status: 200, .. }), "{outcome:?}");
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn a_route_asking_for_more_than_was_granted_is_blocked() {
+        let (addr, server) = serve_once(ok_response()).await;
+        for cfg in [
+            ForwarderConfig::default(),
+            ForwarderConfig {
+                allow_nets: vec!["127.0.0.1/32".parse().expect("net")],
+                ..ForwarderConfig::default()
+            },
+        ] {
+            let outcome = forwarder(cfg)
+                .send(&request("POST", &format!("http://{addr}/")), loopback(Duration::from_secs(5)))
+                .await;
+            let SendOutcome::Failed { kind: SendFailure::Blocked, message } = outcome else {
+                panic!("expected Blocked, got {outcome:?}");
+            };
+            assert!(message.contains("127.0.0.0/8") && message.contains("--allow-net"), "{message}");
+        }
+        server.abort();
     }
 
     #[tokio::test]
@@ -769,7 +898,7 @@ mod tests {
         )
         .await;
         let outcome = forwarder(loopback_config())
-            .send(&request("POST", &format!("http://{addr}/")), Duration::from_secs(5))
+            .send(&request("POST", &format!("http://{addr}/")), loopback(Duration::from_secs(5)))
             .await;
         assert_eq!(
             outcome,
@@ -789,7 +918,7 @@ mod tests {
         )
         .await;
         let outcome = forwarder(loopback_config())
-            .send(&request("POST", &format!("http://{addr}/")), Duration::from_secs(5))
+            .send(&request("POST", &format!("http://{addr}/")), loopback(Duration::from_secs(5)))
             .await;
         let SendOutcome::Response { status: 302, retry_after: None, body_snippet } = outcome else {
             panic!("expected 302 response, got {outcome:?}");
@@ -809,8 +938,9 @@ mod tests {
         });
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let outcome =
-            forwarder(loopback_config()).send(&request("POST", &format!("http://{addr}/")), timeout).await;
+        let outcome = forwarder(loopback_config())
+            .send(&request("POST", &format!("http://{addr}/")), loopback(timeout))
+            .await;
         let elapsed = started.elapsed();
         assert!(matches!(outcome, SendOutcome::Failed { kind: SendFailure::Timeout, .. }), "{outcome:?}");
         assert!(elapsed >= timeout && elapsed < timeout + Duration::from_secs(2), "took {elapsed:?}");
@@ -823,7 +953,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let outcome = forwarder(loopback_config())
-            .send(&request("POST", &format!("http://{addr}/token/abc123")), Duration::from_secs(5))
+            .send(&request("POST", &format!("http://{addr}/token/abc123")), loopback(Duration::from_secs(5)))
             .await;
         let SendOutcome::Failed { kind: SendFailure::Connect, message } = outcome else {
             panic!("expected Connect, got {outcome:?}");
@@ -836,14 +966,14 @@ mod tests {
     async fn bad_scheme_is_blocked_and_garbage_url_is_invalid() {
         let fwd = forwarder(loopback_config());
         for url in ["ftp://x", "file:///etc/passwd", "gopher://127.0.0.1/"] {
-            let outcome = fwd.send(&request("POST", url), Duration::from_secs(1)).await;
+            let outcome = fwd.send(&request("POST", url), loopback(Duration::from_secs(1))).await;
             assert!(
                 matches!(outcome, SendOutcome::Failed { kind: SendFailure::Blocked, .. }),
                 "{url}: {outcome:?}"
             );
         }
         for url in ["not a url", "", "http://", "http://exa mple.com/"] {
-            let outcome = fwd.send(&request("POST", url), Duration::from_secs(1)).await;
+            let outcome = fwd.send(&request("POST", url), loopback(Duration::from_secs(1))).await;
             assert!(
                 matches!(outcome, SendOutcome::Failed { kind: SendFailure::InvalidRequest, .. }),
                 "{url}: {outcome:?}"
@@ -855,7 +985,8 @@ mod tests {
     async fn invalid_method_and_headers_are_invalid_requests() {
         let fwd = forwarder(loopback_config());
         for method in ["", "PO ST", "GE\rT", "G(ET", "CONNECT"] {
-            let outcome = fwd.send(&request(method, "http://127.0.0.1:1/"), Duration::from_secs(1)).await;
+            let outcome =
+                fwd.send(&request(method, "http://127.0.0.1:1/"), loopback(Duration::from_secs(1))).await;
             assert!(
                 matches!(outcome, SendOutcome::Failed { kind: SendFailure::InvalidRequest, .. }),
                 "{method:?}: {outcome:?}"
@@ -864,7 +995,7 @@ mod tests {
         let mut bad_value = request("POST", "http://127.0.0.1:1/");
         bad_value.headers.push(("Authorization".to_owned(), "Bearer top\r\nsecret".to_owned()));
         let SendOutcome::Failed { kind: SendFailure::InvalidRequest, message } =
-            fwd.send(&bad_value, Duration::from_secs(1)).await
+            fwd.send(&bad_value, loopback(Duration::from_secs(1))).await
         else {
             panic!("expected InvalidRequest");
         };
@@ -873,7 +1004,7 @@ mod tests {
         let mut bad_name = request("POST", "http://127.0.0.1:1/");
         bad_name.headers.push(("Authorization: Bearer secret".to_owned(), "x".to_owned()));
         let SendOutcome::Failed { kind: SendFailure::InvalidRequest, message } =
-            fwd.send(&bad_name, Duration::from_secs(1)).await
+            fwd.send(&bad_name, loopback(Duration::from_secs(1))).await
         else {
             panic!("expected InvalidRequest");
         };
@@ -887,8 +1018,9 @@ mod tests {
         response.extend(std::iter::repeat_n(b'a', size));
         let (addr, _server) = serve_once(response).await;
         let cfg = ForwarderConfig { max_response_snippet: 100, ..loopback_config() };
-        let outcome =
-            forwarder(cfg).send(&request("GET", &format!("http://{addr}/")), Duration::from_secs(5)).await;
+        let outcome = forwarder(cfg)
+            .send(&request("GET", &format!("http://{addr}/")), loopback(Duration::from_secs(5)))
+            .await;
         let SendOutcome::Response { status: 200, body_snippet, .. } = outcome else {
             panic!("expected 200, got {outcome:?}");
         };

@@ -59,8 +59,11 @@ impl Shell {
     pub async fn from_env() -> anyhow::Result<Self> {
         let settings = Settings::from_env()?;
         let clients = Clients::from_env().await;
-        let forwarder = hub_http::forwarder::HttpForwarder::new(Default::default())
-            .context("building the outbound HTTP client")?;
+        let forwarder = hub_http::forwarder::HttpForwarder::new(hub_http::forwarder::ForwarderConfig {
+            allow_nets: settings.allow_nets.clone(),
+            ..Default::default()
+        })
+        .context("building the outbound HTTP client")?;
         Self::build(settings, &clients, Arc::new(forwarder), Arc::new(SystemClock)).await
     }
 
@@ -91,7 +94,11 @@ impl Shell {
             held_some: settings.secrets_held_some,
             every: settings.secrets_refresh,
         });
-        let limits = Limits { retention: settings.retention, dlq_retention: DLQ_RETENTION };
+        let limits = Limits {
+            retention: settings.retention,
+            dlq_retention: DLQ_RETENTION,
+            allow_nets: Some(settings.allow_nets.clone()),
+        };
         let repo = MappingRepo::new(clients.dynamodb.clone(), settings.table.clone());
         let (live, set) =
             LiveMappings::load(repo.clone(), secrets, refresh, limits, settings.mappings_refresh)

@@ -141,6 +141,10 @@ pub struct CompiledRoute {
     idempotency_key: Option<TemplateRef>,
     pub auth: Option<Auth>,
     pub retry: RetryPolicy,
+    /// Private networks this route may reach (`to.allow_net`); empty: public addresses only.
+    pub allow_net: Vec<ipnet::IpNet>,
+    /// Where `allow_net` was written (the route itself when it was not).
+    allow_net_loc: Loc,
 }
 
 #[derive(Debug)]
@@ -473,6 +477,29 @@ impl MappingSet {
             }
         }
         if diags.is_empty() { Ok(set) } else { Err(diags) }
+    }
+
+    /// Every network a route asks for with `to.allow_net` must lie inside `granted`, the
+    /// networks the hub was started to allow: the operator decides what is reachable, a
+    /// mapping file only which of it each route uses.
+    pub fn check_reach(&self, granted: &[ipnet::IpNet]) -> Result<(), Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        for source in self.sources.values() {
+            let fx = FileCtx::new(source.file.clone());
+            for route in &source.routes {
+                for net in route.allow_net.iter().filter(|n| !crate::net::is_within(n, granted)) {
+                    diags.push(fx.at(
+                        route.allow_net_loc,
+                        format!(
+                            "route `{}` asks to reach {net}, which this hub is not started to allow \
+                             (add it to --allow-net / HUB_ALLOW_NETS, or AllowNets on AWS)",
+                            route.id
+                        ),
+                    ));
+                }
+            }
+        }
+        if diags.is_empty() { Ok(()) } else { Err(diags) }
     }
 }
 
@@ -1242,6 +1269,22 @@ fn compile_route(
         res.map_err(|d| diags.push(d)).ok()
     });
 
+    let mut allow_net = Vec::new();
+    if let Some(list) = &to.allow_net {
+        for text in &list.value {
+            match crate::net::parse_network(text) {
+                Some(net) => allow_net.push(net),
+                None => diags.push(fx.at(
+                    Loc::of(list),
+                    format!("allow_net: `{text}` is not an address or CIDR network (e.g. 10.1.0.0/16)"),
+                )),
+            }
+        }
+    }
+    allow_net.sort_unstable();
+    allow_net.dedup();
+    let allow_net_loc = to.allow_net.as_ref().map_or(loc, Loc::of);
+
     let retry = match &spec.retry {
         None => RetryPolicy::default(),
         Some(rs) => compile_retry(rs, fx).unwrap_or_else(|mut d| {
@@ -1263,6 +1306,8 @@ fn compile_route(
             idempotency_key,
             auth,
             retry,
+            allow_net,
+            allow_net_loc,
         }),
         _ => Err(diags),
     }

@@ -235,6 +235,10 @@ pub struct ToSpec {
     /// Forward the original body and content type unchanged.
     #[serde(default)]
     pub raw: bool,
+    /// Private networks (CIDR or single addresses) this route may reach, e.g. an on-premises
+    /// CRM; each must lie inside what the hub is started to allow (`--allow-net`).
+    #[serde(default)]
+    pub allow_net: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -187,3 +187,48 @@ fn redact_body_selectors_are_checked_at_compile_time() {
     let e = compile_file("m.yaml", f, &secrets()).map(|_| ()).expect_err("xml bodies are not rewritten");
     assert!(e[0].message.contains("JSON and form"), "{e:?}");
 }
+
+#[test]
+fn allow_net_is_compiled_per_route_and_a_bad_network_is_a_compile_error() {
+    let src = compile(
+        "  - id: onprem\n    map: {a: 1}\n    to:\n      url: http://10.1.2.3/a\n      allow_net: [10.1.0.0/16, 10.1.2.3, 10.1.9.9/16]\n  - id: public\n    map: {a: 1}\n    to: {url: https://crm.example/a}\n",
+    )
+    .expect("compiles");
+    let onprem = src.route(&RouteId::new("onprem")).expect("route");
+    assert_eq!(
+        onprem.allow_net.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["10.1.0.0/16", "10.1.2.3/32"],
+        "host bits dropped, duplicates merged"
+    );
+    assert!(src.route(&RouteId::new("public")).expect("route").allow_net.is_empty());
+    let e = errors(
+        "  - id: r\n    map: {a: 1}\n    to:\n      url: http://10.1.2.3/a\n      allow_net: [10.1.0.0/33]\n",
+    );
+    assert!(e.starts_with("m.yaml:10:") && e.contains("`10.1.0.0/33`"), "{e}");
+}
+
+#[test]
+fn a_route_may_ask_only_for_networks_the_hub_allows() {
+    let files = vec![(
+        "m.yaml".to_string(),
+        file(
+            "  - id: onprem\n    map: {a: 1}\n    to:\n      url: http://10.1.2.3/a\n      allow_net: [10.1.0.0/16]\n  - id: public\n    map: {a: 1}\n    to: {url: https://crm.example/a}\n",
+        ),
+    )];
+    let set = MappingSet::compile(&files, &secrets()).expect("compiles");
+    let net = |t: &str| crate::net::parse_network(t).expect("net");
+    set.check_reach(&[net("10.0.0.0/8")]).expect("inside the grant");
+    set.check_reach(&[net("10.1.0.0/16")]).expect("exactly the grant");
+    for granted in [vec![], vec![net("10.1.0.0/24")], vec![net("192.168.0.0/16")]] {
+        let diags = set.check_reach(&granted).expect_err("outside the grant");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let d = diags[0].to_string();
+        assert!(
+            d.starts_with("m.yaml:10:")
+                && d.contains("`onprem`")
+                && d.contains("10.1.0.0/16")
+                && d.contains("--allow-net"),
+            "{d}"
+        );
+    }
+}

@@ -12,7 +12,6 @@ use crate::secret::Secret;
 use base64::Engine as _;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use std::net::IpAddr;
 use subtle::{Choice, ConstantTimeEq};
 
 /// Where the shared token is read from.
@@ -202,10 +201,8 @@ impl IpAllowList {
             .into_iter()
             .map(|c| {
                 let c = c.as_ref().trim();
-                c.parse::<IpNet>()
-                    .map(|n| n.trunc())
-                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("ip allow-list: `{c}` is not an address or CIDR network"))
+                crate::net::parse_network(c)
+                    .ok_or_else(|| format!("ip allow-list: `{c}` is not an address or CIDR network"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if nets.is_empty() {

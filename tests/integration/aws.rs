@@ -284,7 +284,7 @@ impl Aws {
     }
 
     async fn event(&self, id: &str) -> hub_core::event::EventRecord {
-        self.shell.hub().store.event(&EventId::new(id)).await.expect("store").expect("event stored")
+        self.shell.hub().event(&EventId::new(id)).await.expect("store").expect("event stored")
     }
 }
 
@@ -522,7 +522,7 @@ async fn aws_large_binary_encoded_body_goes_to_s3_and_is_delivered() {
     assert_eq!(resp["statusCode"], json!(200), "{resp}");
     let id: Value = serde_json::from_str(resp["body"].as_str().expect("body")).expect("json");
     let id = EventId::new(id["event_id"].as_str().expect("id"));
-    let stored = aws.shell.hub().store.body(&id).await.expect("store").expect("body");
+    let stored = aws.shell.hub().body(&id).await.expect("store").expect("body");
     assert_eq!(stored.as_ref(), body.as_bytes(), "the raw bytes, byte for byte");
     aws.pump_until(30, async || !dest.received().is_empty()).await;
     assert_eq!(dest.received()[0].json()["order"], json!("o-big"));

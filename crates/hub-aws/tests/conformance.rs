@@ -5,20 +5,18 @@ use hub_aws::blobs::Blobs;
 use hub_aws::dynamo::DynamoStore;
 use hub_aws::testing::{emulator_clients, unique};
 
-#[tokio::test]
-async fn dynamodb_store_passes_the_store_conformance_suite() {
-    let Some(c) = emulator_clients().await else { return };
-    let mut stores = Vec::new();
-    for _ in 0..hub_core::conformance::CHECKS {
-        let table = unique("hub-test");
-        hub_aws::dynamo::create_table(&c.dynamodb, &table).await.expect("create table");
-        let bucket = unique("hub-bodies");
-        c.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-        stores.push(DynamoStore::new(c.dynamodb.clone(), table, Blobs::new(c.s3.clone(), bucket), None));
-    }
-    let mut stores = stores.into_iter();
-    hub_core::conformance::run_all(|| stores.next().expect("one store per check")).await;
+/// A fresh table (and bucket for large bodies) on the emulators; `None` when they are not
+/// running outside CI.
+async fn fresh() -> Option<((), DynamoStore)> {
+    let c = emulator_clients().await?;
+    let table = unique("hub-test");
+    hub_aws::dynamo::create_table(&c.dynamodb, &table).await.expect("create table");
+    let bucket = unique("hub-bodies");
+    c.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    Some(((), DynamoStore::new(c.dynamodb.clone(), table, Blobs::new(c.s3.clone(), bucket), None)))
 }
+
+hub_core::store_conformance!(fresh);
 
 /// Items expire (TTL) at the event's expiry: receipt plus its source's retention, re-armed by a
 /// replay, on the event, its body and the deliveries written after.

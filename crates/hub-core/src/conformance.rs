@@ -54,37 +54,50 @@ fn delivery(route: &str, at: u64) -> DeliveryRecord {
     }
 }
 
-/// How many stores [`run_all`] asks `fresh` for.
-pub const CHECKS: usize = 16;
-
-/// Runs every check, each on a store made by `fresh`.
-pub async fn run_all<S: Store, F: FnMut() -> S>(mut fresh: F) {
-    accept_stores_event_body_and_queues_dispatch(&fresh()).await;
-    dedup_within_window_returns_the_first_event(&fresh()).await;
-    dispatch_creates_attempt_jobs_and_removes_dispatch(&fresh()).await;
-    attempt_reschedules_then_completes(&fresh()).await;
-    filtered_and_dead_statuses(&fresh()).await;
-    requeue_replays_and_unknown_is_false(&fresh()).await;
-    list_is_newest_first_with_filters(&fresh()).await;
-    purge_forgets_expired_dedup_keys_in_bounded_passes(&fresh()).await;
-    jobs_that_ran_already_change_nothing(&fresh()).await;
-    large_bodies_round_trip(&fresh()).await;
-    concurrent_duplicates_are_accepted_once(&fresh()).await;
-    expiry_counts_from_the_last_receipt_dispatch_or_replay(&fresh()).await;
-    dedup_keys_expire_with_or_before_their_event(&fresh()).await;
-    failing_dispatch_backs_off_then_is_recorded_dead(&fresh()).await;
-    failing_attempt_backs_off_then_is_recorded_dead(&fresh()).await;
-    a_working_store_is_healthy(&fresh()).await;
-}
-
-/// How many stores [`run_purge`] asks `fresh` for.
-pub const PURGE_CHECKS: usize = 2;
-
-/// Checks for stores that delete expired events themselves in [`Store::purge`] (the embedded
-/// store; DynamoDB deletes them by TTL at [`Store::expires_at`], which [`run_all`] checks).
-pub async fn run_purge<S: Store, F: FnMut() -> S>(mut fresh: F) {
-    purge_deletes_expired_final_events_and_keeps_the_rest(&fresh()).await;
-    purge_passes_are_bounded(&fresh()).await;
+/// Generates one `#[tokio::test]` per conformance check, so a failure names the check.
+///
+/// `make` is an async function returning `Option<(guard, store)>`: a fresh, empty store and
+/// whatever must live as long as it (a temporary directory), or `None` when the adapter cannot
+/// run here (the emulators are not up outside CI). `store_conformance!(purge: make)` adds the
+/// checks for stores that delete expired events themselves in [`Store::purge`] (DynamoDB deletes
+/// them by TTL at [`Store::expires_at`], which the main checks cover).
+#[macro_export]
+macro_rules! store_conformance {
+    (purge: $make:path) => {
+        $crate::store_conformance!(@checks $make;
+            purge_deletes_expired_final_events_and_keeps_the_rest,
+            purge_passes_are_bounded,
+        );
+    };
+    ($make:path) => {
+        $crate::store_conformance!(@checks $make;
+            accept_stores_event_body_and_queues_dispatch,
+            dedup_within_window_returns_the_first_event,
+            dispatch_creates_attempt_jobs_and_removes_dispatch,
+            attempt_reschedules_then_completes,
+            filtered_and_dead_statuses,
+            requeue_replays_and_unknown_is_false,
+            list_is_newest_first_with_filters,
+            purge_forgets_expired_dedup_keys_in_bounded_passes,
+            jobs_that_ran_already_change_nothing,
+            large_bodies_round_trip,
+            concurrent_duplicates_are_accepted_once,
+            expiry_counts_from_the_last_receipt_dispatch_or_replay,
+            dedup_keys_expire_with_or_before_their_event,
+            failing_dispatch_backs_off_then_is_recorded_dead,
+            failing_attempt_backs_off_then_is_recorded_dead,
+            a_working_store_is_healthy,
+        );
+    };
+    (@checks $make:path; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some((_guard, store)) = $make().await else { return };
+                $crate::conformance::$check(&store).await;
+            }
+        )+
+    };
 }
 
 pub async fn accept_stores_event_body_and_queues_dispatch<S: Store>(s: &S) {

@@ -18,6 +18,7 @@ pub mod redact;
 pub mod request;
 pub mod retry;
 pub mod secret;
+pub mod testing;
 pub mod time;
 pub mod verify;
 

@@ -12,7 +12,10 @@ use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId};
 use crate::mapping::{CompiledSource, MappingSet};
-use crate::ports::{Acceptance, Forwarder, Job, NewEvent, Queue, SendPolicy, Store, StoreError};
+use crate::ports::{
+    Acceptance, EventQuery, Forwarder, Job, JobFailed, JobFailure, NewEvent, Purged, Queue, SendPolicy,
+    Store, StoreError,
+};
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
 use crate::time::{Clock, UnixMillis};
@@ -136,13 +139,13 @@ pub struct RunOptions {
     pub dead_letter_note: Option<String>,
 }
 
-/// The hub's use cases over its ports.
+/// The hub's use cases over its ports. Shells reach the ports only through these.
 pub struct Hub {
     mappings: ArcSwap<MappingSet>,
-    pub store: Arc<dyn Store>,
-    pub forwarder: Arc<dyn Forwarder>,
-    pub clock: Arc<dyn Clock>,
-    pub queue: Arc<dyn Queue>,
+    store: Arc<dyn Store>,
+    forwarder: Arc<dyn Forwarder>,
+    clock: Arc<dyn Clock>,
+    queue: Arc<dyn Queue>,
 }
 
 impl Hub {
@@ -164,6 +167,71 @@ impl Hub {
     /// Puts a newly loaded mapping set in force for requests and jobs that start from now on.
     pub fn set_mappings(&self, set: Arc<MappingSet>) {
         self.mappings.store(set);
+    }
+
+    /// The hub's clock.
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// Whether the store can take webhooks now; the error says why not.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        self.store.health().await
+    }
+
+    /// Events, newest first (see [`EventQuery`]).
+    pub async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.store.list_events(query).await
+    }
+
+    /// One event with its deliveries.
+    pub async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.store.event(id).await
+    }
+
+    /// The body of one event as stored.
+    pub async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
+        self.store.body(id).await
+    }
+
+    /// Jobs due now, oldest due first, at most `limit` (for whoever sweeps the store).
+    pub async fn due_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.store.due_jobs(self.clock.now(), limit).await
+    }
+
+    /// When the earliest queued job is due, if any.
+    pub async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
+        self.store.next_due().await
+    }
+
+    /// Records that running `job` failed on the store (see [`Store::job_failed`]).
+    pub async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError> {
+        self.store.job_failed(job, failure).await
+    }
+
+    /// One bounded pass deleting what expired by now (see [`Store::purge`]).
+    pub async fn purge(&self, limit: usize) -> Result<Purged, StoreError> {
+        self.store.purge(self.clock.now(), limit).await
+    }
+
+    /// Gives up a job that cannot be processed (its message cannot be read, it keeps crashing
+    /// the run): a dispatch is recorded failed, a delivery dead, both with `reason`.
+    pub async fn give_up(&self, job: &Job, reason: String) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        match job {
+            Job::Dispatch(id) => {
+                self.store.save_dispatch(id, Vec::new(), Some(reason), now).await?;
+            }
+            Job::Attempt(id, did) => {
+                let Some(ev) = self.store.event(id).await? else { return Ok(()) };
+                let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else { return Ok(()) };
+                d.status = DeliveryStatus::Dead;
+                d.next_attempt_at = None;
+                d.last_error = Some(reason);
+                self.store.save_attempt(id, d).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Hands jobs to the queue; a failure only delays them (the store still has them due).

@@ -109,7 +109,7 @@ async fn endpoint_check(State(st): State<AppState>, Path(source): Path<String>) 
 /// reopened), so that a supervisor or load balancer sees what senders see.
 async fn healthz(State(st): State<AppState>) -> Response {
     let sources = st.hub.mappings().sources.len();
-    match st.hub.store.health().await {
+    match st.hub.health().await {
         Ok(()) => Json(json!({"status": "ok", "sources": sources, "store": "ok"})).into_response(),
         Err(e) => {
             warn!(error = %e, "health check: store unavailable");
@@ -134,7 +134,7 @@ async fn ingest(
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let connect = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-    let received_at = st.hub.clock.now();
+    let received_at = st.hub.now();
     let Some(limit) = st.hub.mappings().source(&source).map(|s| s.max_body_bytes) else {
         return error_response(&IngestError::UnknownSource(source).public());
     };
@@ -245,7 +245,7 @@ async fn admin_list(State(st): State<AppState>, Query(params): Query<ListParams>
         limit: params.limit.unwrap_or(50).min(1000),
         before: None,
     };
-    match st.hub.store.list_events(&q).await {
+    match st.hub.list_events(&q).await {
         // Summaries only: request headers, query and body are shown for one event at a time.
         Ok(events) => Json(events.iter().map(|e| e.summary()).collect::<Vec<_>>()).into_response(),
         Err(e) => store_failure(&e),
@@ -264,13 +264,13 @@ async fn admin_show(
     Query(p): Query<ShowParams>,
 ) -> Response {
     let id = EventId::new(id);
-    match st.hub.store.event(&id).await {
+    match st.hub.event(&id).await {
         Ok(Some(ev)) => {
             let mut v = serde_json::to_value(&ev).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.insert("status".into(), json!(ev.status()));
                 if p.body
-                    && let Ok(Some(b)) = st.hub.store.body(&id).await
+                    && let Ok(Some(b)) = st.hub.body(&id).await
                 {
                     o.insert("body".into(), json!(String::from_utf8_lossy(&b)));
                 }

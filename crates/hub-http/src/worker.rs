@@ -64,9 +64,9 @@ impl Worker {
         let _purger = AbortOnDrop(tokio::spawn(purge_loop(self.hub.clone())));
         let failures: Arc<Mutex<HashMap<Job, u32>>> = Arc::default();
         loop {
-            let now = self.hub.clock.now();
+            let now = self.hub.now();
             let batch = self.concurrency * 4;
-            match self.hub.store.due_jobs(now, batch).await {
+            match self.hub.due_jobs(batch).await {
                 Ok(jobs) => {
                     for job in jobs {
                         if !lock(&in_flight).insert(job.clone()) {
@@ -93,7 +93,7 @@ impl Worker {
                 }
                 Err(e) => error!(error = %e, "cannot read the job queue"),
             }
-            let wait = match self.hub.store.next_due().await {
+            let wait = match self.hub.next_due().await {
                 Ok(Some(due)) if due > now => Duration::from_millis(due.0 - now.0).min(IDLE_POLL),
                 Ok(Some(_)) => Duration::from_millis(50),
                 _ => IDLE_POLL,
@@ -115,14 +115,14 @@ async fn job_failed(hub: &Hub, job: &Job, reason: &str, failures: &Mutex<HashMap
         *n += 1;
         *n
     };
-    let now = hub.clock.now();
+    let now = hub.now();
     let failure = JobFailure {
         reason: reason.to_string(),
         at: now,
         retry_at: now.plus(backoff(n)),
         max_failures: MAX_JOB_FAILURES,
     };
-    match hub.store.job_failed(job, &failure).await {
+    match hub.job_failed(job, &failure).await {
         Ok(JobFailed::Deferred { failures }) => {
             warn!(job = ?job, error = reason, failures, retry_at = %failure.retry_at.to_rfc3339(), "job failed on the store; it runs again later");
         }
@@ -148,7 +148,7 @@ async fn purge_loop(hub: Arc<Hub>) {
     loop {
         let mut total = (0, 0);
         loop {
-            match hub.store.purge(hub.clock.now(), PURGE_BATCH).await {
+            match hub.purge(PURGE_BATCH).await {
                 Ok(p) => {
                     total.0 += p.events;
                     total.1 += p.dedup_keys;

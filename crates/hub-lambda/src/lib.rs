@@ -222,7 +222,7 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
         body["error"]["diagnostics"] = json!([m]);
         return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
-    match shell.inner.repo.push(&files, shell.hub().clock.now().0).await {
+    match shell.inner.repo.push(&files, shell.hub().now().0).await {
         Ok(version) => {
             shell.inner.live.install(shell.hub(), version, set);
             info!(version, files = files.len(), "mapping set pushed");
@@ -303,7 +303,7 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::S
     };
     let receipt = msg.receipt_handle.as_deref();
     let settings = shell.settings();
-    let now = shell.hub().clock.now();
+    let now = shell.hub().now();
     match shell.inner.store.begin(&job, now, settings.job_lease, settings.max_runs).await {
         Ok(Begin::Run { source }) => {
             if matches!(job, Job::Dispatch(_)) && shell.hub().mappings().source(source.as_str()).is_none() {
@@ -346,7 +346,7 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::S
     match shell.hub().run_job_with(&job, &opts).await {
         Ok(JobOutcome::Done) => MessageResult::Done,
         Ok(JobOutcome::RetryAt(at)) => {
-            let secs = secs_until(at, shell.hub().clock.now());
+            let secs = secs_until(at, shell.hub().now());
             if secs > MAX_VISIBILITY_SECS {
                 // Longer than a message can stay hidden: the store keeps it due and the
                 // schedule tick sends it again when it is.
@@ -389,23 +389,8 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::S
 /// Records a job that cannot be processed as dead: a dispatch as failed, a delivery as dead,
 /// both with `reason` (the store counts it in the dead-events metric).
 async fn record_dead(shell: &Shell, job: &Job, reason: String) -> Result<(), hub_core::ports::StoreError> {
-    let hub = shell.hub();
-    let now = hub.clock.now();
     error!(job = ?job, reason = %reason, "job recorded dead");
-    match job {
-        Job::Dispatch(id) => {
-            hub.store.save_dispatch(id, Vec::new(), Some(reason), now).await?;
-        }
-        Job::Attempt(id, did) => {
-            let Some(ev) = hub.store.event(id).await? else { return Ok(()) };
-            let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else { return Ok(()) };
-            d.status = hub_core::event::DeliveryStatus::Dead;
-            d.next_attempt_at = None;
-            d.last_error = Some(reason);
-            hub.store.save_attempt(id, d).await?;
-        }
-    }
-    Ok(())
+    shell.hub().give_up(job, reason).await
 }
 
 /// What one schedule tick did.
@@ -431,7 +416,7 @@ const PURGE_PASSES: usize = 10;
 pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
     shell.refresh().await;
     let hub = shell.hub();
-    let now = hub.clock.now();
+    let now = hub.now();
     let settings = shell.settings();
     let grace = u64::try_from(settings.sweep_grace.as_millis()).unwrap_or(u64::MAX);
     let cutoff = UnixMillis(now.0.saturating_sub(grace));
@@ -447,7 +432,7 @@ pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
     // Bounded passes: a tick never spends its whole run forgetting keys.
     let mut purged = 0;
     for _ in 0..PURGE_PASSES {
-        let p = hub.store.purge(now, PURGE_BATCH).await?;
+        let p = hub.purge(PURGE_BATCH).await?;
         purged += p.events + p.dedup_keys;
         if !p.more {
             break;

@@ -2,16 +2,15 @@
 
 use hub_store_redb::RedbStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_store_passes_the_port_conformance_suite() {
+/// A fresh store in its own temporary directory (kept as long as the store).
+async fn fresh() -> Option<(tempfile::TempDir, RedbStore)> {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut n = 0;
-    hub_core::conformance::run_all(|| {
-        n += 1;
-        RedbStore::open(dir.path().join(format!("s{n}.redb"))).expect("open")
-    })
-    .await;
+    let store = RedbStore::open(dir.path().join("s.redb")).expect("open");
+    Some((dir, store))
 }
+
+hub_core::store_conformance!(fresh);
+hub_core::store_conformance!(purge: fresh);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reopen() {
@@ -35,15 +34,4 @@ async fn data_survives_reopen() {
     let s = reopened.expect("reopen");
     let jobs = s.due_jobs(hub_core::time::UnixMillis(u64::MAX / 2), 10).await.expect("jobs");
     assert_eq!(jobs.len(), 1, "the queued dispatch survives a reopen");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_store_deletes_expired_events_in_bounded_passes() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut n = 0;
-    hub_core::conformance::run_purge(|| {
-        n += 1;
-        RedbStore::open(dir.path().join(format!("p{n}.redb"))).expect("open")
-    })
-    .await;
 }

@@ -38,6 +38,7 @@
 //! the other functions' writes to `evt#*` and `dedup#*` keys (`dynamodb:LeadingKeys`).
 
 pub mod blobs;
+pub mod capacity;
 pub mod dynamo;
 pub mod mappings;
 pub mod metrics;

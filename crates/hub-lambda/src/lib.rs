@@ -12,6 +12,8 @@
 //! - `admin-http`: [`admin_app`], the admin routes plus mapping pushes, behind an
 //!   IAM-authenticated Function URL.
 
+pub mod emulated;
+
 use anyhow::Context as _;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Json;

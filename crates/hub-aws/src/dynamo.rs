@@ -361,7 +361,7 @@ impl DynamoStore {
         let shard = shard_of(id.as_str());
         let doc = serde_json::to_string(meta).map_err(corrupt)?;
         if doc.len() > INLINE_MAX {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::TooLarge(format!(
                 "event {id}: its record ({} bytes) no longer fits one item",
                 doc.len()
             )));
@@ -435,7 +435,7 @@ impl DynamoStore {
                 return Ok(result);
             }
         }
-        Err(StoreError::Unavailable(format!("event {id}: too many concurrent writers")))
+        Err(StoreError::Conflict(format!("event {id}: too many concurrent writers")))
     }
 
     fn delivery_item(

@@ -3,8 +3,19 @@
 use hub_core::testing::MemoryStore;
 
 async fn fresh() -> Option<((), MemoryStore)> {
-    Some(((), MemoryStore::new()))
+    Some(((), hub_core::testing::memory_store()))
 }
 
 hub_core::store_conformance!(fresh);
 hub_core::store_conformance!(purge: fresh);
+
+/// The split storage ports on the memory storage.
+async fn fresh_storage() -> Option<((), hub_core::testing::MemoryStorage)> {
+    Some(((), hub_core::testing::MemoryStorage::new()))
+}
+
+mod storage {
+    use super::fresh_storage;
+    hub_core::storage_conformance!(fresh_storage);
+    hub_core::storage_conformance!(purge: fresh_storage);
+}

@@ -59,7 +59,7 @@ fn compile(files: &[(&str, &str)]) -> Arc<MappingSet> {
 }
 
 fn world() -> World {
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(hub_core::testing::memory_store());
     let queue = Arc::new(RecordingQueue::default());
     let dest = Arc::new(ScriptedForwarder::default());
     let clock = Arc::new(ManualClock::at(T0));

@@ -134,3 +134,20 @@ impl Forwarder for ScriptedForwarder {
         next.unwrap_or_else(|| lock(&self.default).clone())
     }
 }
+
+/// An observer that keeps every event it is given.
+#[derive(Debug, Default)]
+pub struct RecordingObserver(Mutex<Vec<crate::ports::observe::HubEvent>>);
+
+impl RecordingObserver {
+    /// Takes the events observed so far.
+    pub fn take(&self) -> Vec<crate::ports::observe::HubEvent> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+impl crate::ports::observe::Observer for RecordingObserver {
+    fn observe(&self, event: &crate::ports::observe::HubEvent) {
+        lock(&self.0).push(event.clone());
+    }
+}

@@ -1,9 +1,17 @@
 //! In-memory adapters of the ports, for unit tests of the use cases (and of shells) without a
-//! database, a network or a real clock. The memory store passes the same conformance suite as
-//! the embedded and DynamoDB stores.
+//! database, a network or a real clock. The memory storage passes the same conformance suites
+//! as the embedded and DynamoDB adapters.
 
 mod fakes;
-mod store;
+mod storage;
 
-pub use fakes::{ManualClock, RecordingQueue, ScriptedForwarder, Sent};
-pub use store::MemoryStore;
+pub use fakes::{ManualClock, RecordingObserver, RecordingQueue, ScriptedForwarder, Sent};
+pub use storage::MemoryStorage;
+
+/// The wide store port on the memory storage.
+pub type MemoryStore = crate::ports::legacy::OnStorage<MemoryStorage>;
+
+/// A fresh, empty [`MemoryStore`].
+pub fn memory_store() -> MemoryStore {
+    crate::ports::legacy::OnStorage::new(MemoryStorage::new())
+}

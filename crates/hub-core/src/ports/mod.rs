@@ -1,7 +1,37 @@
 //! Ports: the small traits through which the core reaches storage and the network.
 //!
-//! Adapters implement them (embedded redb, DynamoDB + SQS, reqwest); one conformance suite runs
-//! against every store adapter so they cannot drift.
+//! Adapters implement them (embedded redb, DynamoDB + SQS, reqwest, in memory); one conformance
+//! suite per port runs against every adapter so they cannot drift.
+//!
+//! Storage is split by capability: the [`log::EventLog`] (events, bodies, deliveries), the
+//! [`schedule::Scheduler`] (timers by key with leases; pipeline jobs are timers), the
+//! [`dedup::DedupIndex`], the [`state::StateStore`] (versioned items) and the
+//! [`commit::Committer`] that changes all of them in one unit of work. A [`Storage`] is all five
+//! over one database. [`mappings::MappingStore`] holds versioned mapping sets,
+//! [`observe::Observer`] receives what the hub did.
+//!
+//! The older wide [`Store`] port is what the use cases run on until every adapter implements
+//! the split ports; [`legacy::OnStorage`] runs it on any [`Storage`].
+
+pub mod commit;
+pub mod dedup;
+pub mod legacy;
+pub mod log;
+pub mod mappings;
+pub mod observe;
+pub mod schedule;
+pub mod state;
+
+/// Every storage capability over one database, changed together through [`commit::Committer`].
+pub trait Storage:
+    log::EventLog + schedule::Scheduler + dedup::DedupIndex + state::StateStore + commit::Committer
+{
+}
+
+impl<T> Storage for T where
+    T: log::EventLog + schedule::Scheduler + dedup::DedupIndex + state::StateStore + commit::Committer
+{
+}
 
 use crate::event::{DeliveryRecord, EventRecord, OutgoingRequest};
 use crate::ids::{DeliveryId, EventId, SourceId};
@@ -40,7 +70,8 @@ pub enum Acceptance {
 }
 
 /// Work the delivery worker does.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Job {
     /// Evaluate the event's routes and create its deliveries.
     Dispatch(EventId),
@@ -92,14 +123,43 @@ pub enum JobFailed {
     Gone,
 }
 
+/// Why a store could not do what was asked. The variant is the decision: whether running the
+/// same thing again can succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store cannot be reached or written right now (an outage, throttling, a full disk):
+    /// retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another writer changed the same record at the same time: retry at once.
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    /// The record no longer fits what the store can hold: retrying will not help.
+    #[error("too large for the store: {0}")]
+    TooLarge(String),
+    /// What is stored cannot be read: retrying will not help.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("no event {0}")]
     NoSuchEvent(EventId),
+}
+
+impl StoreError {
+    /// Whether running the same operation again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
+    }
+
+    /// A stable name of the kind, for logs and metrics (renaming one is a breaking change).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Conflict(_) => "store_conflict",
+            StoreError::TooLarge(_) => "store_too_large",
+            StoreError::Corrupt(_) => "store_corrupt",
+            StoreError::NoSuchEvent(_) => "no_such_event",
+        }
+    }
 }
 
 /// The durable store: event log, dedup index and the queue of due work.

@@ -13,10 +13,12 @@ use crate::time::UnixMillis;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub mod storage;
+
 /// Retention of the events the checks make unless they say otherwise.
 const LONG: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
+pub(crate) fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
     let mut headers = Headers::new();
     headers.push("Content-Type", "application/json");
     NewEvent {
@@ -34,7 +36,7 @@ fn new_event(source: &str, dedup: Option<&str>, at: u64) -> NewEvent {
     }
 }
 
-fn delivery(route: &str, at: u64) -> DeliveryRecord {
+pub(crate) fn delivery(route: &str, at: u64) -> DeliveryRecord {
     DeliveryRecord {
         id: DeliveryId::generate(),
         route: RouteId::new(route),

@@ -7,6 +7,7 @@
 use hub_core::ids::{DeliveryId, EventId, SourceId};
 use hub_core::mapping::compile_file;
 use hub_core::pipeline::admit;
+use hub_core::ports::legacy::OnStorage;
 use hub_core::ports::{NewEvent, Store};
 use hub_core::request::{Headers, RawRequest};
 use hub_core::secret::MapSecrets;
@@ -119,7 +120,7 @@ async fn store_bench() {
     let dir = tempfile::tempdir().expect("tmp");
     let n = 2_000;
 
-    let store = RedbStore::open(dir.path().join("seq.redb")).expect("open");
+    let store = OnStorage::new(RedbStore::open(dir.path().join("seq.redb")).expect("open"));
     let t = Instant::now();
     for i in 0..n {
         store.accept(event(i)).await.expect("accept");
@@ -127,7 +128,7 @@ async fn store_bench() {
     let seq = t.elapsed();
     report("accept  1 sender  (one fsync'd commit each)", n, seq);
 
-    let store = Arc::new(RedbStore::open(dir.path().join("par.redb")).expect("open"));
+    let store = Arc::new(OnStorage::new(RedbStore::open(dir.path().join("par.redb")).expect("open")));
     let senders = 64;
     let t = Instant::now();
     let mut tasks = Vec::new();

@@ -58,7 +58,7 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAdd
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("mappings ask for networks this hub does not allow:\n{}", list.join("\n"))
     })?;
-    let store = RedbStore::open(&cfg.store)?;
+    let store = hub_core::ports::legacy::OnStorage::new(RedbStore::open(&cfg.store)?);
     let forwarder = HttpForwarder::new(ForwarderConfig {
         allow_nets: cfg.allow_nets.clone(),
         allow_addrs: catcher.into_iter().collect(),

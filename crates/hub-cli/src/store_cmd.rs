@@ -4,6 +4,7 @@ use crate::admin_access;
 use anyhow::{Context, Result, bail};
 use hub_core::event::{EventRecord, EventStatus, EventSummary};
 use hub_core::ids::{EventId, SourceId};
+use hub_core::ports::legacy::OnStorage;
 use hub_core::ports::{EventQuery, Store};
 use hub_core::time::{Clock, SystemClock};
 use hub_store_redb::RedbStore;
@@ -13,7 +14,7 @@ use std::path::Path;
 /// Where `events` and `replay` act: the store file, or, while `hub serve` holds it, that
 /// server's admin listener (found and authenticated through the files next to the store).
 enum Target {
-    Local(RedbStore),
+    Local(OnStorage<RedbStore>),
     Server(Admin),
 }
 
@@ -56,7 +57,7 @@ fn open(path: &Path, server: Option<&str>) -> Result<Target> {
         bail!("no store at {} (start `hub serve` first, or pass --store)", path.display());
     }
     match RedbStore::open(path) {
-        Ok(s) => Ok(Target::Local(s)),
+        Ok(s) => Ok(Target::Local(OnStorage::new(s))),
         Err(e) if e.is_locked() => Ok(Target::Server(Admin {
             base: admin_access::server_url(path, server),
             token: admin_access::read_token(path)?,

@@ -1,37 +1,46 @@
-//! Embedded store adapter: the event log, dedup index and job queue in one redb file.
+//! Embedded storage adapter: the event log, scheduler, dedup index and state store in one redb
+//! file, changed through commits.
 //!
-//! Every change is one ACID transaction, committed with fsync before the caller hears `Ok`, so a
+//! Every commit is one ACID transaction, made durable (fsync) before the caller hears `Ok`, so a
 //! `kill -9` at any point loses nothing acknowledged. Writes go through one writer thread that
-//! batches concurrent requests into a single commit (group commit): under load many webhooks
-//! share one fsync, alone each still gets its own. Each operation reads and checks everything
-//! before it writes, and a write that fails aborts the whole commit, so no operation is ever
-//! committed by half.
+//! batches concurrent commits into a single transaction (group commit): under load many webhooks
+//! share one fsync, alone each still gets its own. A commit of one change reads and checks
+//! everything before it writes, so it can share the batch's transaction; a commit of several
+//! changes gets a transaction of its own, dropped (nothing written) when one of its changes is
+//! refused. A write that fails aborts the whole transaction, so no commit is ever applied by half.
 //!
 //! The file stays bounded: every event expires its retention after its last receipt, dispatch
-//! or replay, and [`Store::purge`] deletes expired events (record, body, deliveries, dedup key)
-//! a bounded batch per commit through an expiry index, never by scanning a table.
+//! or replay, and [`EventLog::purge`] deletes expired events (record, body, dedup key) a
+//! bounded batch per commit through an expiry index, never by scanning a table.
 //!
 //! redb refuses every operation after one failed write to the file (a full disk, a file-size
-//! limit): the writer then closes the database, answers `Unavailable` (and [`Store::health`]
-//! says why) and reopens it by itself, retrying until the file can be written again.
+//! limit): the writer then closes the database, answers `Unavailable` (and
+//! [`EventLog::health`] says why) and reopens it by itself, retrying until the file can be
+//! written again.
 //!
 //! Tables:
-//! - `events`: event id → event record (JSON)
+//! - `events`: event id → event record with its deliveries (JSON)
 //! - `bodies`: event id → raw body bytes
-//! - `dedup`: `source \0 key` → (remember-until ms, event id); `dedup_exp`: (until ms, key) → ()
-//! - `queue`: (due ms, job key) → (), the schedule; `job_due`: job key → due ms, its index
-//! - `job_fails`: job key → store failures in a row of that job
+//! - `dedup`: `source \0 key` → (held-until ms, event id); `dedup_exp`: (until ms, key) → ()
+//! - `queue`: (due ms, timer key) → (), the schedule; `job_due`: timer key → due ms, its index
+//! - `job_fails`: timer key → store failures in a row of that timer's runs
+//! - `timer_data`: timer key → payload (JSON) of timers that are not pipeline jobs
+//! - `state`: state key → (version, value as JSON)
 //! - `expiry`: (expires ms, event id) → (); `event_exp`: event id → (expires ms, retention ms)
 //! - `meta`: `schema` → layout version
 //!
-//! Job keys: `d/<event>` (dispatch) and `a/<event>/<delivery>` (attempt).
+//! Timer keys of pipeline jobs are `d/<event>` (dispatch) and `a/<event>/<delivery>` (attempt);
+//! their payload is the key itself.
 
 use async_trait::async_trait;
 use hub_core::event::{DeliveryRecord, DeliveryStatus, EventRecord};
-use hub_core::ids::{DeliveryId, EventId};
-use hub_core::ports::{
-    Acceptance, EventQuery, Job, JobFailed, JobFailure, NewEvent, Purged, Store, StoreError,
-};
+use hub_core::ids::{DeliveryId, EventId, SourceId};
+use hub_core::ports::commit::{Change, Commit, CommitError, Committer, Conflict};
+use hub_core::ports::dedup::DedupIndex;
+use hub_core::ports::log::{EventLog, EventPage};
+use hub_core::ports::schedule::{Scheduled, Scheduler, Timer, TimerKey, TimerPayload};
+use hub_core::ports::state::{StateKey, StateStore, Versioned};
+use hub_core::ports::{EventQuery, Job, NewEvent, Purged, StoreError};
 use hub_core::time::UnixMillis;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::path::{Path, PathBuf};
@@ -48,12 +57,15 @@ const DEDUP_EXP: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_
 const QUEUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("queue");
 const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
 const JOB_FAILS: TableDefinition<&str, u32> = TableDefinition::new("job_fails");
+const TIMER_DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("timer_data");
+const STATE: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("state");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 const EVENT_EXP: TableDefinition<&str, (u64, u64)> = TableDefinition::new("event_exp");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Layout version: 2 added the expiry indexes and job failure counts.
-const SCHEMA: u64 = 2;
+/// Layout version: 2 added the expiry indexes and job failure counts, 3 timer payloads and
+/// state (new tables only: a version 2 file is read as it is).
+const SCHEMA: u64 = 3;
 /// Retention given to events stored before events had one.
 const LEGACY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most operations folded into one commit.
@@ -82,18 +94,9 @@ impl OpenError {
 }
 
 enum Op {
-    Accept(NewEvent, oneshot::Sender<Result<Acceptance, StoreError>>),
-    Dispatch(
-        EventId,
-        Vec<DeliveryRecord>,
-        Option<String>,
-        UnixMillis,
-        oneshot::Sender<Result<bool, StoreError>>,
-    ),
-    Attempt(EventId, DeliveryRecord, oneshot::Sender<Result<bool, StoreError>>),
-    Requeue(EventId, UnixMillis, oneshot::Sender<Result<bool, StoreError>>),
+    Commit(Commit, oneshot::Sender<Result<(), CommitError>>),
+    Claim(TimerKey, UnixMillis, UnixMillis, oneshot::Sender<Result<Option<Timer>, StoreError>>),
     Purge(UnixMillis, usize, oneshot::Sender<Result<Purged, StoreError>>),
-    JobFailed(Job, JobFailure, oneshot::Sender<Result<JobFailed, StoreError>>),
 }
 
 /// What the handles and the writer thread share.
@@ -155,7 +158,7 @@ impl<E: std::fmt::Display> From<E> for Broken {
 
 /// An operation's result: `Err(Broken)` when the commit must be abandoned, `Ok(Err(_))` when the
 /// operation refused and wrote nothing.
-type OpResult<T> = Result<Result<T, StoreError>, Broken>;
+type OpResult<T, E = StoreError> = Result<Result<T, E>, Broken>;
 
 fn open_db(path: &Path) -> Result<Database, OpenError> {
     let db = Database::create(path)
@@ -175,13 +178,17 @@ fn init(db: &Database) -> Result<(), Broken> {
         txn.open_table(QUEUE)?;
         txn.open_table(JOB_DUE)?;
         txn.open_table(JOB_FAILS)?;
+        txn.open_table(TIMER_DATA)?;
+        txn.open_table(STATE)?;
         txn.open_table(EXPIRY)?;
         txn.open_table(EVENT_EXP)?;
         let meta = txn.open_table(META)?;
         let schema = meta.get("schema")?.map(|g| g.value());
+        drop(meta);
         if schema.is_none() {
-            drop(meta);
             backfill_expiry(&txn)?;
+        }
+        if schema != Some(SCHEMA) {
             txn.open_table(META)?.insert("schema", SCHEMA)?;
         }
     }
@@ -363,9 +370,33 @@ impl Writer {
 /// Sends an op's result once the commit outcome (an error, or none) is known.
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 
-/// Applies every op in one transaction; replies only after the commit is durable. `Err` when the
-/// database must be reopened (every op was told it failed).
+/// Applies the batch: ops that read and check before they write share one transaction; a commit
+/// of several changes runs in a transaction of its own afterwards. Replies only after commits
+/// are durable. `Err` when the database must be reopened (every op not answered yet was told it
+/// failed).
 fn apply_batch(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
+    let (solo, shared): (Vec<Op>, Vec<Op>) =
+        ops.into_iter().partition(|op| matches!(op, Op::Commit(c, _) if c.changes.len() > 1));
+    let mut solo = solo.into_iter();
+    if let Err(e) = apply_shared(db, shared) {
+        fail_all(solo.collect(), &format!("write failed: {}", e.0));
+        return Err(e);
+    }
+    while let Some(op) = solo.next() {
+        let Op::Commit(commit, tx) = op else { continue };
+        if let Err(e) = apply_solo(db, commit, tx) {
+            fail_all(solo.collect(), &format!("write failed: {}", e.0));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Ops that each check before writing, in one transaction.
+fn apply_shared(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
+    if ops.is_empty() {
+        return Ok(());
+    }
     let txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
@@ -378,12 +409,16 @@ fn apply_batch(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
     let mut broken = None;
     for op in ops.by_ref() {
         let step = match op {
-            Op::Accept(ev, tx) => staged(tx, accept(&txn, ev)),
-            Op::Dispatch(id, ds, error, at, tx) => staged(tx, save_dispatch(&txn, &id, ds, error, at)),
-            Op::Attempt(id, d, tx) => staged(tx, save_attempt(&txn, &id, d)),
-            Op::Requeue(id, at, tx) => staged(tx, requeue(&txn, &id, at)),
+            Op::Commit(c, tx) => {
+                let at = c.at;
+                let r = match c.changes.into_iter().next() {
+                    Some(change) => apply_change(&txn, at, change),
+                    None => Ok(Ok(())),
+                };
+                staged(tx, r)
+            }
+            Op::Claim(key, now, until, tx) => staged(tx, claim(&txn, &key, now, until)),
             Op::Purge(now, limit, tx) => staged(tx, purge(&txn, now, limit)),
-            Op::JobFailed(job, f, tx) => staged(tx, job_failed(&txn, &job, &f)),
         };
         match step {
             Ok(reply) => replies.push(reply),
@@ -413,24 +448,70 @@ fn apply_batch(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
     }
 }
 
+/// A commit of several changes in a transaction of its own: a refused change drops the
+/// transaction, so nothing of the commit is written.
+fn apply_solo(
+    db: &Database,
+    commit: Commit,
+    tx: oneshot::Sender<Result<(), CommitError>>,
+) -> Result<(), Broken> {
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = tx.send(Err(unavailable(&e).into()));
+            return Err(e.into());
+        }
+    };
+    let at = commit.at;
+    for change in commit.changes {
+        match apply_change(&txn, at, change) {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                drop(txn);
+                let _ = tx.send(Err(refused));
+                return Ok(());
+            }
+            Err(Broken(e)) => {
+                drop(txn);
+                let _ = tx.send(Err(unavailable(format!("write failed: {e}")).into()));
+                return Err(Broken(e));
+            }
+        }
+    }
+    match txn.commit() {
+        Ok(()) => {
+            let _ = tx.send(Ok(()));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.send(Err(unavailable(format!("commit failed: {e}")).into()));
+            Err(e.into())
+        }
+    }
+}
+
 /// The reply of an op applied to the transaction, or, when its write failed, the failure (told
 /// to its caller at once).
-fn staged<T: Send + 'static>(
-    tx: oneshot::Sender<Result<T, StoreError>>,
-    r: OpResult<T>,
+fn staged<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+    tx: oneshot::Sender<Result<T, E>>,
+    r: OpResult<T, E>,
 ) -> Result<Reply, Broken> {
     match r {
         Ok(r) => Ok(Box::new(move |err| reply(tx, r, err))),
         Err(Broken(e)) => {
-            let _ = tx.send(Err(unavailable(format!("write failed: {e}"))));
+            let _ = tx.send(Err(unavailable(format!("write failed: {e}")).into()));
             Err(Broken(e))
         }
     }
 }
 
-fn reply<T>(tx: oneshot::Sender<Result<T, StoreError>>, r: Result<T, StoreError>, commit_err: Option<&str>) {
+fn reply<T, E: From<StoreError>>(
+    tx: oneshot::Sender<Result<T, E>>,
+    r: Result<T, E>,
+    commit_err: Option<&str>,
+) {
     let r = match commit_err {
-        Some(e) => Err(unavailable(format!("commit failed: {e}"))),
+        Some(e) => Err(unavailable(format!("commit failed: {e}")).into()),
         None => r,
     };
     let _ = tx.send(r);
@@ -439,28 +520,10 @@ fn reply<T>(tx: oneshot::Sender<Result<T, StoreError>>, r: Result<T, StoreError>
 fn fail_all(ops: Vec<Op>, e: &str) {
     for op in ops {
         let _ = match op {
-            Op::Accept(_, tx) => tx.send(Err(unavailable(e))).map_err(drop),
-            Op::Dispatch(.., tx) => tx.send(Err(unavailable(e))).map_err(drop),
-            Op::Attempt(_, _, tx) => tx.send(Err(unavailable(e))).map_err(drop),
-            Op::Requeue(_, _, tx) => tx.send(Err(unavailable(e))).map_err(drop),
+            Op::Commit(_, tx) => tx.send(Err(unavailable(e).into())).map_err(drop),
+            Op::Claim(.., tx) => tx.send(Err(unavailable(e))).map_err(drop),
             Op::Purge(_, _, tx) => tx.send(Err(unavailable(e))).map_err(drop),
-            Op::JobFailed(_, _, tx) => tx.send(Err(unavailable(e))).map_err(drop),
         };
-    }
-}
-
-fn dispatch_key(id: &EventId) -> String {
-    format!("d/{id}")
-}
-
-fn attempt_key(id: &EventId, d: &DeliveryId) -> String {
-    format!("a/{id}/{d}")
-}
-
-fn job_key(job: &Job) -> String {
-    match job {
-        Job::Dispatch(id) => dispatch_key(id),
-        Job::Attempt(id, d) => attempt_key(id, d),
     }
 }
 
@@ -496,11 +559,6 @@ fn set_job(txn: &WriteTransaction, key: &str, due: Option<UnixMillis>) -> Result
     }
     txn.open_table(JOB_FAILS)?.remove(key)?;
     Ok(old)
-}
-
-fn job_queued(txn: &WriteTransaction, key: &str) -> Result<bool, StoreError> {
-    let index = txn.open_table(JOB_DUE).map_err(unavailable)?;
-    Ok(index.get(key).map_err(unavailable)?.is_some())
 }
 
 fn load_event(txn: &WriteTransaction, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
@@ -541,150 +599,9 @@ fn rearm(txn: &WriteTransaction, id: &EventId, at: UnixMillis) -> Result<(), Bro
     Ok(())
 }
 
-fn accept(txn: &WriteTransaction, ev: NewEvent) -> OpResult<Acceptance> {
-    let retention = millis(ev.retention);
-    let expires = ev.received_at.0.saturating_add(retention);
-    let mut old_dedup = None;
-    if let Some((key, _)) = &ev.dedup {
-        let dkey = dedup_key(ev.source.as_str(), key);
-        let dedup = txn.open_table(DEDUP)?;
-        let existing = dedup.get(dkey.as_str())?.map(|g| {
-            let (u, id) = g.value();
-            (u, id.to_string())
-        });
-        if let Some((u, id)) = existing {
-            if u > ev.received_at.0 {
-                return Ok(Ok(Acceptance::Duplicate(EventId::new(id))));
-            }
-            old_dedup = Some(u);
-        }
-    }
-    let record = EventRecord {
-        id: ev.id.clone(),
-        source: ev.source.clone(),
-        received_at: ev.received_at,
-        method: ev.method,
-        path: ev.path,
-        query: ev.query,
-        headers: ev.headers,
-        remote_addr: ev.remote_addr,
-        dedup_key: ev.dedup.as_ref().map(|(k, _)| k.clone()),
-        body_len: ev.body.len() as u64,
-        dispatches: 0,
-        dispatched_at: None,
-        dispatch_error: None,
-        deliveries: Vec::new(),
-        latest_count: 0,
-    };
-    let bytes = match encode(&record) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e)),
-    };
-    if let Some((key, until)) = &ev.dedup {
-        // A key never outlives its event.
-        let until = until.0.min(expires);
-        let dkey = dedup_key(ev.source.as_str(), key);
-        let mut dexp = txn.open_table(DEDUP_EXP)?;
-        if let Some(old) = old_dedup {
-            dexp.remove((old, dkey.as_str()))?;
-        }
-        dexp.insert((until, dkey.as_str()), ())?;
-        txn.open_table(DEDUP)?.insert(dkey.as_str(), (until, ev.id.as_str()))?;
-    }
-    put_event(txn, &ev.id, &bytes)?;
-    txn.open_table(BODIES)?.insert(ev.id.as_str(), ev.body.as_ref())?;
-    set_job(txn, &dispatch_key(&ev.id), Some(ev.received_at))?;
-    set_expiry(txn, &ev.id, expires, retention)?;
-    Ok(Ok(Acceptance::Accepted(ev.id)))
-}
-
-fn save_dispatch(
-    txn: &WriteTransaction,
-    id: &EventId,
-    deliveries: Vec<DeliveryRecord>,
-    error: Option<String>,
-    at: UnixMillis,
-) -> OpResult<bool> {
-    match job_queued(txn, &dispatch_key(id)) {
-        Ok(true) => {}
-        Ok(false) => return Ok(Ok(false)),
-        Err(e) => return Ok(Err(e)),
-    }
-    let mut ev = match load_event(txn, id) {
-        Ok(Some(ev)) => ev,
-        Ok(None) => return Ok(Ok(false)),
-        Err(e) => return Ok(Err(e)),
-    };
-    let jobs: Vec<(String, Option<UnixMillis>)> = deliveries
-        .iter()
-        .map(|d| {
-            let due = if d.status.is_final() { None } else { Some(d.next_attempt_at.unwrap_or(at)) };
-            (attempt_key(id, &d.id), due)
-        })
-        .collect();
-    ev.dispatches += 1;
-    ev.dispatched_at = Some(at);
-    ev.dispatch_error = error;
-    ev.latest_count = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
-    ev.deliveries.extend(deliveries);
-    let bytes = match encode(&ev) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e)),
-    };
-    set_job(txn, &dispatch_key(id), None)?;
-    for (key, due) in jobs {
-        set_job(txn, &key, due)?;
-    }
-    put_event(txn, id, &bytes)?;
-    rearm(txn, id, at)?;
-    Ok(Ok(true))
-}
-
-fn save_attempt(txn: &WriteTransaction, id: &EventId, d: DeliveryRecord) -> OpResult<bool> {
-    let key = attempt_key(id, &d.id);
-    let mut ev = match load_event(txn, id) {
-        Ok(Some(ev)) => ev,
-        Ok(None) => {
-            set_job(txn, &key, None)?;
-            return Ok(Ok(false));
-        }
-        Err(e) => return Ok(Err(e)),
-    };
-    let Some(slot) = ev.deliveries.iter_mut().find(|x| x.id == d.id) else {
-        return Ok(Err(StoreError::Corrupt(format!("event {id} has no delivery {}", d.id))));
-    };
-    if slot.status.is_final() {
-        set_job(txn, &key, None)?;
-        return Ok(Ok(false));
-    }
-    let due = match d.status {
-        DeliveryStatus::Pending | DeliveryStatus::Retrying => d.next_attempt_at,
-        DeliveryStatus::Delivered | DeliveryStatus::Dead => None,
-    };
-    *slot = d;
-    let bytes = match encode(&ev) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e)),
-    };
-    set_job(txn, &key, due)?;
-    put_event(txn, id, &bytes)?;
-    Ok(Ok(true))
-}
-
-fn requeue(txn: &WriteTransaction, id: &EventId, at: UnixMillis) -> OpResult<bool> {
-    match load_event(txn, id) {
-        Ok(Some(_)) => {}
-        Ok(None) => return Ok(Ok(false)),
-        Err(e) => return Ok(Err(e)),
-    }
-    set_job(txn, &dispatch_key(id), Some(at))?;
-    rearm(txn, id, at)?;
-    Ok(Ok(true))
-}
-
 /// Whether an event still has work queued: its dispatch, or a delivery not final.
 fn is_active(txn: &WriteTransaction, ev: &EventRecord) -> Result<bool, Broken> {
-    if txn.open_table(JOB_DUE)?.get(dispatch_key(&ev.id).as_str())?.is_some() {
+    if txn.open_table(JOB_DUE)?.get(TimerKey::dispatch(&ev.id).as_str())?.is_some() {
         return Ok(true);
     }
     Ok(ev.deliveries.iter().any(|d| !d.status.is_final()))
@@ -759,69 +676,276 @@ fn purge(txn: &WriteTransaction, now: UnixMillis, limit: usize) -> OpResult<Purg
     Ok(Ok(purged))
 }
 
-fn job_failed(txn: &WriteTransaction, job: &Job, f: &JobFailure) -> OpResult<JobFailed> {
-    let key = job_key(job);
-    match job_queued(txn, &key) {
-        Ok(true) => {}
-        Ok(false) => return Ok(Ok(JobFailed::Gone)),
-        Err(e) => return Ok(Err(e)),
+/// Sets a timer (its failures forgotten) with its payload.
+fn set_timer(txn: &WriteTransaction, timer: &Timer) -> Result<(), Broken> {
+    let key = timer.key.as_str();
+    set_job(txn, key, Some(timer.due))?;
+    let mut data = txn.open_table(TIMER_DATA)?;
+    match &timer.payload {
+        TimerPayload::Job(_) => {
+            data.remove(key)?;
+        }
+        TimerPayload::Data(v) => {
+            data.insert(key, serde_json::to_vec(v)?.as_slice())?;
+        }
     }
-    let failures = txn.open_table(JOB_FAILS)?.get(key.as_str())?.map_or(0, |g| g.value()).saturating_add(1);
-    if failures < f.max_failures.max(1) {
-        set_job(txn, &key, Some(f.retry_at))?;
-        txn.open_table(JOB_FAILS)?.insert(key.as_str(), failures)?;
-        return Ok(Ok(JobFailed::Deferred { failures }));
+    Ok(())
+}
+
+/// Clears a timer and its payload.
+fn cancel_timer(txn: &WriteTransaction, key: &str) -> Result<(), Broken> {
+    set_job(txn, key, None)?;
+    txn.open_table(TIMER_DATA)?.remove(key)?;
+    Ok(())
+}
+
+/// Moves a set timer to `due`, keeping its failures.
+fn move_timer(txn: &WriteTransaction, key: &str, due: UnixMillis) -> Result<(), Broken> {
+    let fails = txn.open_table(JOB_FAILS)?.get(key)?.map(|g| g.value());
+    set_job(txn, key, Some(due))?;
+    if let Some(n) = fails {
+        txn.open_table(JOB_FAILS)?.insert(key, n)?;
     }
-    let id = match job {
-        Job::Dispatch(id) | Job::Attempt(id, _) => id,
+    Ok(())
+}
+
+/// The payload of the timer under `key` (a job's is its key).
+fn payload_of(
+    data: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<TimerPayload>, StoreError> {
+    if let Some(job) = parse_job(key) {
+        return Ok(Some(TimerPayload::Job(job)));
+    }
+    match data.get(key).map_err(unavailable)? {
+        Some(g) => serde_json::from_slice(g.value()).map(TimerPayload::Data).map(Some).map_err(corrupt),
+        None => Ok(None),
+    }
+}
+
+/// Applies one change to the transaction; `Ok(Err(_))` when it is refused (nothing written).
+fn apply_change(txn: &WriteTransaction, at: UnixMillis, change: Change) -> OpResult<(), CommitError> {
+    match change {
+        Change::Accept(ev) => accept(txn, ev),
+        Change::Dispatch { event, deliveries, error } => dispatch(txn, &event, deliveries, error, at),
+        Change::Attempt { event, delivery } => attempt(txn, &event, delivery),
+        Change::Replay { event } => {
+            if txn.open_table(EVENTS)?.get(event.as_str())?.is_none() {
+                return Ok(Err(Conflict::NoSuchEvent(event).into()));
+            }
+            set_timer(txn, &Timer::job(Job::Dispatch(event.clone()), at))?;
+            rearm(txn, &event, at)?;
+            Ok(Ok(()))
+        }
+        Change::SetTimer(timer) => {
+            set_timer(txn, &timer)?;
+            Ok(Ok(()))
+        }
+        Change::CancelTimer(key) => {
+            cancel_timer(txn, key.as_str())?;
+            Ok(Ok(()))
+        }
+        Change::TimerFailed { key, retry_at } => {
+            let key = key.as_str();
+            if txn.open_table(JOB_DUE)?.get(key)?.is_some() {
+                let fails = txn.open_table(JOB_FAILS)?.get(key)?.map_or(0, |g| g.value()).saturating_add(1);
+                set_job(txn, key, Some(retry_at))?;
+                txn.open_table(JOB_FAILS)?.insert(key, fails)?;
+            }
+            Ok(Ok(()))
+        }
+        Change::PutState { key, value, read_version } => {
+            let current = txn.open_table(STATE)?.get(key.as_str())?.map_or(0, |g| g.value().0);
+            if current != read_version {
+                return Ok(Err(Conflict::StateMoved(key).into()));
+            }
+            let bytes = serde_json::to_vec(&value)?;
+            txn.open_table(STATE)?.insert(key.as_str(), (read_version + 1, bytes.as_slice()))?;
+            Ok(Ok(()))
+        }
+    }
+}
+
+fn accept(txn: &WriteTransaction, ev: NewEvent) -> OpResult<(), CommitError> {
+    let retention = millis(ev.retention);
+    let expires = ev.received_at.0.saturating_add(retention);
+    let mut old_dedup = None;
+    if let Some((key, _)) = &ev.dedup {
+        let dkey = dedup_key(ev.source.as_str(), key);
+        let dedup = txn.open_table(DEDUP)?;
+        let existing = dedup.get(dkey.as_str())?.map(|g| {
+            let (u, id) = g.value();
+            (u, id.to_string())
+        });
+        if let Some((u, holder)) = existing {
+            if u > ev.received_at.0 && holder != ev.id.as_str() {
+                return Ok(Err(Conflict::Duplicate(EventId::new(holder)).into()));
+            }
+            old_dedup = Some(u);
+        }
+    }
+    if txn.open_table(EVENTS)?.get(ev.id.as_str())?.is_some() {
+        // The same commit again (a retry after a lost answer): it is applied already.
+        return Ok(Ok(()));
+    }
+    let (id, body, dedup, received_at) = (ev.id.clone(), ev.body.clone(), ev.dedup.clone(), ev.received_at);
+    let source = ev.source.clone();
+    let bytes = match encode(&record_of(ev)) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.into())),
     };
+    if let Some((key, until)) = &dedup {
+        // A key never outlives its event.
+        let until = until.0.min(expires);
+        let dkey = dedup_key(source.as_str(), key);
+        let mut dexp = txn.open_table(DEDUP_EXP)?;
+        if let Some(old) = old_dedup {
+            dexp.remove((old, dkey.as_str()))?;
+        }
+        dexp.insert((until, dkey.as_str()), ())?;
+        txn.open_table(DEDUP)?.insert(dkey.as_str(), (until, id.as_str()))?;
+    }
+    put_event(txn, &id, &bytes)?;
+    txn.open_table(BODIES)?.insert(id.as_str(), body.as_ref())?;
+    set_timer(txn, &Timer::job(Job::Dispatch(id.clone()), received_at))?;
+    set_expiry(txn, &id, expires, retention)?;
+    Ok(Ok(()))
+}
+
+/// The record an accepted event starts with.
+fn record_of(ev: NewEvent) -> EventRecord {
+    EventRecord {
+        dedup_key: ev.dedup.map(|(k, _)| k),
+        body_len: ev.body.len() as u64,
+        id: ev.id,
+        source: ev.source,
+        received_at: ev.received_at,
+        method: ev.method,
+        path: ev.path,
+        query: ev.query,
+        headers: ev.headers,
+        remote_addr: ev.remote_addr,
+        dispatches: 0,
+        dispatched_at: None,
+        dispatch_error: None,
+        deliveries: Vec::new(),
+        latest_count: 0,
+    }
+}
+
+fn dispatch(
+    txn: &WriteTransaction,
+    id: &EventId,
+    deliveries: Vec<DeliveryRecord>,
+    error: Option<String>,
+    at: UnixMillis,
+) -> OpResult<(), CommitError> {
     let mut ev = match load_event(txn, id) {
         Ok(Some(ev)) => ev,
-        Ok(None) => {
-            set_job(txn, &key, None)?;
-            return Ok(Ok(JobFailed::Gone));
-        }
-        Err(e) => {
-            // The record itself cannot be read: the job is dropped, the event stays for
-            // inspection.
-            warn!(event = %id, error = %e, "giving up a job whose event cannot be read");
-            set_job(txn, &key, None)?;
-            return Ok(Ok(JobFailed::Dead { failures }));
-        }
+        Ok(None) => return Ok(Err(Conflict::NoSuchEvent(id.clone()).into())),
+        Err(e) => return Ok(Err(e.into())),
     };
-    let why = format!("gave up after {failures} failed runs: {}", f.reason);
-    match job {
-        Job::Dispatch(_) => {
-            ev.dispatches += 1;
-            ev.dispatched_at = Some(f.at);
-            ev.dispatch_error = Some(why);
-            ev.latest_count = 0;
-        }
-        Job::Attempt(_, did) => {
-            let Some(d) = ev.deliveries.iter_mut().find(|d| &d.id == did && !d.status.is_final()) else {
-                set_job(txn, &key, None)?;
-                return Ok(Ok(JobFailed::Gone));
-            };
-            d.status = DeliveryStatus::Dead;
-            d.next_attempt_at = None;
-            d.last_error = Some(why);
-        }
+    let key = TimerKey::dispatch(id);
+    if txn.open_table(JOB_DUE)?.get(key.as_str())?.is_none() {
+        return Ok(Err(Conflict::AlreadyDone.into()));
     }
+    let timers: Vec<Timer> = deliveries
+        .iter()
+        .filter(|d| !d.status.is_final())
+        .map(|d| Timer::job(Job::Attempt(id.clone(), d.id.clone()), d.next_attempt_at.unwrap_or(at)))
+        .collect();
+    ev.dispatches += 1;
+    ev.dispatched_at = Some(at);
+    ev.dispatch_error = error;
+    ev.latest_count = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+    ev.deliveries.extend(deliveries);
     let bytes = match encode(&ev) {
         Ok(b) => b,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    cancel_timer(txn, key.as_str())?;
+    for t in &timers {
+        set_timer(txn, t)?;
+    }
+    put_event(txn, id, &bytes)?;
+    rearm(txn, id, at)?;
+    Ok(Ok(()))
+}
+
+fn attempt(txn: &WriteTransaction, id: &EventId, d: DeliveryRecord) -> OpResult<(), CommitError> {
+    let mut ev = match load_event(txn, id) {
+        Ok(Some(ev)) => ev,
+        Ok(None) => return Ok(Err(Conflict::NoSuchEvent(id.clone()).into())),
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let Some(slot) = ev.deliveries.iter_mut().find(|x| x.id == d.id) else {
+        return Ok(Err(Conflict::NoSuchDelivery(id.clone(), d.id).into()));
+    };
+    if slot.status.is_final() {
+        return Ok(Err(Conflict::AlreadyDone.into()));
+    }
+    let due = match d.status {
+        DeliveryStatus::Pending | DeliveryStatus::Retrying => d.next_attempt_at,
+        DeliveryStatus::Delivered | DeliveryStatus::Dead => None,
+    };
+    let key = TimerKey::attempt(id, &d.id);
+    let job = Job::Attempt(id.clone(), d.id.clone());
+    *slot = d;
+    let bytes = match encode(&ev) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    match due {
+        Some(at) => set_timer(txn, &Timer::job(job, at))?,
+        None => cancel_timer(txn, key.as_str())?,
+    }
+    put_event(txn, id, &bytes)?;
+    Ok(Ok(()))
+}
+
+fn claim(
+    txn: &WriteTransaction,
+    key: &TimerKey,
+    now: UnixMillis,
+    until: UnixMillis,
+) -> OpResult<Option<Timer>> {
+    let k = key.as_str();
+    let Some(due) = txn.open_table(JOB_DUE)?.get(k)?.map(|g| g.value()) else { return Ok(Ok(None)) };
+    if due > now.0 {
+        return Ok(Ok(None));
+    }
+    let payload = match payload_of(&txn.open_table(TIMER_DATA)?, k) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(Err(StoreError::Corrupt(format!("timer {k} has no payload")))),
         Err(e) => return Ok(Err(e)),
     };
-    set_job(txn, &key, None)?;
-    put_event(txn, id, &bytes)?;
-    Ok(Ok(JobFailed::Dead { failures }))
+    move_timer(txn, k, until)?;
+    Ok(Ok(Some(Timer { key: key.clone(), due: until, payload })))
+}
+
+impl RedbStore {
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        self.call(make).await
+    }
 }
 
 #[async_trait]
-impl Store for RedbStore {
-    async fn accept(&self, event: NewEvent) -> Result<Acceptance, StoreError> {
-        self.call(|tx| Op::Accept(event, tx)).await
+impl Committer for RedbStore {
+    async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.try_send(Op::Commit(commit, tx)).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => unavailable("the store's write queue is full"),
+            mpsc::TrySendError::Disconnected(_) => unavailable("writer stopped"),
+        })?;
+        rx.await.map_err(|_| unavailable("writer stopped"))?
     }
+}
 
+#[async_trait]
+impl EventLog for RedbStore {
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         let id = id.clone();
         self.read(move |db| {
@@ -844,7 +968,16 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    async fn delivery(
+        &self,
+        event: &EventId,
+        delivery: &DeliveryId,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let ev = EventLog::event(self, event).await?;
+        Ok(ev.and_then(|ev| ev.deliveries.into_iter().find(|d| &d.id == delivery)))
+    }
+
+    async fn page(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
         let q = query.clone();
         self.read(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -854,7 +987,9 @@ impl Store for RedbStore {
                 None => t.range::<&str>(..),
             }
             .map_err(unavailable)?;
-            let mut out = Vec::new();
+            let limit = q.limit.max(1);
+            let mut events = Vec::new();
+            let mut more = false;
             for item in range.rev() {
                 let (_, v) = item.map_err(unavailable)?;
                 let ev: EventRecord = serde_json::from_slice(v.value()).map_err(corrupt)?;
@@ -864,64 +999,16 @@ impl Store for RedbStore {
                 if q.status.is_some_and(|s| s != ev.status()) {
                     continue;
                 }
-                out.push(ev);
-                if out.len() >= q.limit.max(1) {
+                if events.len() == limit {
+                    more = true;
                     break;
                 }
+                events.push(ev);
             }
-            Ok(out)
+            let next = if more { events.last().map(|e: &EventRecord| e.id.clone()) } else { None };
+            Ok(EventPage { events, next })
         })
         .await
-    }
-
-    async fn due_jobs(&self, now: UnixMillis, limit: usize) -> Result<Vec<Job>, StoreError> {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(QUEUE).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for item in t.range::<(u64, &str)>(..(now.0.saturating_add(1), "")).map_err(unavailable)? {
-                let (k, _) = item.map_err(unavailable)?;
-                let (_, key) = k.value();
-                if let Some(job) = parse_job(key) {
-                    out.push(job);
-                }
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(QUEUE).map_err(unavailable)?;
-            Ok(t.first().map_err(unavailable)?.map(|(k, _)| UnixMillis(k.value().0)))
-        })
-        .await
-    }
-
-    async fn save_dispatch(
-        &self,
-        id: &EventId,
-        deliveries: Vec<DeliveryRecord>,
-        error: Option<String>,
-        at: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.call(|tx| Op::Dispatch(id, deliveries, error, at, tx)).await
-    }
-
-    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.call(|tx| Op::Attempt(id, delivery, tx)).await
-    }
-
-    async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.call(|tx| Op::Requeue(id, at, tx)).await
     }
 
     async fn expires_at(&self, id: &EventId) -> Result<Option<UnixMillis>, StoreError> {
@@ -935,22 +1022,131 @@ impl Store for RedbStore {
     }
 
     async fn purge(&self, now: UnixMillis, limit: usize) -> Result<Purged, StoreError> {
-        self.call(|tx| Op::Purge(now, limit, tx)).await
-    }
-
-    async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError> {
-        let (job, failure) = (job.clone(), failure.clone());
-        self.call(|tx| Op::JobFailed(job, failure, tx)).await
+        self.write(|tx| Op::Purge(now, limit, tx)).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {
         if let Some(t) = self.shared.trouble() {
-            return Err(StoreError::Unavailable(t));
+            return Err(unavailable(t));
         }
         self.read(|db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            txn.open_table(QUEUE).map_err(unavailable)?.first().map_err(unavailable)?;
+            txn.open_table(META).map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Scheduler for RedbStore {
+    async fn due(&self, now: UnixMillis, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(QUEUE).map_err(unavailable)?;
+            let data = txn.open_table(TIMER_DATA).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for item in t.range::<(u64, &str)>(..(now.0.saturating_add(1), "")).map_err(unavailable)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = item.map_err(unavailable)?;
+                let (due, key) = k.value();
+                if let Some(payload) = payload_of(&data, key)? {
+                    out.push(Timer { key: TimerKey::from_stored(key), due: UnixMillis(due), payload });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(QUEUE).map_err(unavailable)?;
+            let first = t.first().map_err(unavailable)?;
+            Ok(first.map(|(k, _)| UnixMillis(k.value().0)))
+        })
+        .await
+    }
+
+    async fn timer(&self, key: &TimerKey) -> Result<Option<Scheduled>, StoreError> {
+        let key = key.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let k = key.as_str();
+            let Some(due) =
+                txn.open_table(JOB_DUE).map_err(unavailable)?.get(k).map_err(unavailable)?.map(|g| g.value())
+            else {
+                return Ok(None);
+            };
+            let failures = txn
+                .open_table(JOB_FAILS)
+                .map_err(unavailable)?
+                .get(k)
+                .map_err(unavailable)?
+                .map_or(0, |g| g.value());
+            let data = txn.open_table(TIMER_DATA).map_err(unavailable)?;
+            let Some(payload) = payload_of(&data, k)? else { return Ok(None) };
+            Ok(Some(Scheduled { timer: Timer { key: key.clone(), due: UnixMillis(due), payload }, failures }))
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        key: &TimerKey,
+        now: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Option<Timer>, StoreError> {
+        let key = key.clone();
+        self.write(move |tx| Op::Claim(key, now, until, tx)).await
+    }
+}
+
+#[async_trait]
+impl DedupIndex for RedbStore {
+    async fn holder(
+        &self,
+        source: &SourceId,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EventId>, StoreError> {
+        let dkey = dedup_key(source.as_str(), key);
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(DEDUP).map_err(unavailable)?;
+            Ok(t.get(dkey.as_str())
+                .map_err(unavailable)?
+                .map(|g| (g.value().0, g.value().1.to_string()))
+                .filter(|(until, _)| *until > now.0)
+                .map(|(_, id)| EventId::new(id)))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StateStore for RedbStore {
+    async fn load(&self, keys: &[StateKey]) -> Result<Vec<Option<Versioned>>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(STATE).map_err(unavailable)?;
+            keys.iter()
+                .map(|k| {
+                    t.get(k.as_str())
+                        .map_err(unavailable)?
+                        .map(|g| {
+                            let (version, bytes) = g.value();
+                            serde_json::from_slice(bytes)
+                                .map(|value| Versioned { value, version })
+                                .map_err(corrupt)
+                        })
+                        .transpose()
+                })
+                .collect()
         })
         .await
     }
@@ -962,6 +1158,8 @@ mod tests {
 
     use super::*;
     use hub_core::ids::SourceId;
+    use hub_core::ports::Store;
+    use hub_core::ports::legacy::OnStorage;
     use hub_core::request::Headers;
 
     fn event(at: u64) -> NewEvent {
@@ -985,7 +1183,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_operation_commits_nothing_of_itself() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = RedbStore::open(dir.path().join("s.redb")).unwrap();
+        let store = OnStorage::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
         let ev = event(1_000);
         let id = ev.id.clone();
         store.accept(ev).await.unwrap();
@@ -1043,7 +1241,7 @@ mod tests {
             txn.open_table(DEDUP).unwrap().insert("src\0k", (5_000, "evt_old")).unwrap();
             txn.commit().unwrap();
         }
-        let store = RedbStore::open(&path).unwrap();
+        let store = OnStorage::new(RedbStore::open(&path).unwrap());
         let id = EventId::new("evt_old");
         let until = 2_000 + millis(LEGACY_RETENTION);
         assert_eq!(store.expires_at(&id).await.unwrap(), Some(UnixMillis(until)));
@@ -1051,12 +1249,54 @@ mod tests {
         assert_eq!((p.events, p.dedup_keys), (1, 1), "{p:?}");
         assert_eq!(store.event(&id).await.unwrap(), None);
     }
+    /// A file of layout 2 (before timer payloads and state) opens as it is: its queued jobs
+    /// are due timers, and timers with payloads and state items can be added.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_layout_2_file_keeps_its_jobs_and_gains_timers_and_state() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("v2.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(QUEUE).unwrap().insert((5_000, "d/evt_v2"), ()).unwrap();
+            txn.open_table(JOB_DUE).unwrap().insert("d/evt_v2", 5_000).unwrap();
+            txn.open_table(JOB_FAILS).unwrap().insert("d/evt_v2", 2).unwrap();
+            txn.open_table(META).unwrap().insert("schema", 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let due = Scheduler::due(&store, UnixMillis(5_000), 10).await.unwrap();
+        assert_eq!(due, vec![Timer::job(Job::Dispatch(EventId::new("evt_v2")), UnixMillis(5_000))]);
+        let key = TimerKey::dispatch(&EventId::new("evt_v2"));
+        assert_eq!(store.timer(&key).await.unwrap().map(|s| s.failures), Some(2));
+        let wake = Timer {
+            key: TimerKey::new("trigger", "x"),
+            due: UnixMillis(9_000),
+            payload: TimerPayload::Data(serde_json::json!({"n": 1})),
+        };
+        let put = Change::PutState {
+            key: StateKey::new("contact", "a"),
+            value: serde_json::json!(1),
+            read_version: 0,
+        };
+        store
+            .commit(Commit { at: UnixMillis(6_000), changes: vec![Change::SetTimer(wake.clone()), put] })
+            .await
+            .unwrap();
+        assert_eq!(store.timer(&wake.key).await.unwrap().map(|s| s.timer), Some(wake));
+        assert_eq!(
+            store.load(&[StateKey::new("contact", "a")]).await.unwrap()[0].as_ref().map(|v| v.version),
+            Some(1)
+        );
+    }
 }
 
 #[cfg(test)]
 mod queue_tests {
     use super::*;
     use hub_core::ids::SourceId;
+    use hub_core::ports::legacy::OnStorage;
+    use hub_core::ports::{Acceptance, Store};
 
     fn event(n: usize) -> NewEvent {
         NewEvent {
@@ -1077,7 +1317,8 @@ mod queue_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_write_queue_answers_unavailable_instead_of_growing() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = RedbStore::open_with_queue(dir.path().join("s.redb"), 2).expect("open");
+        let store =
+            Arc::new(OnStorage::new(RedbStore::open_with_queue(dir.path().join("s.redb"), 2).expect("open")));
         // An open write transaction stalls the writer thread, as a slow disk would.
         let db = store.shared.db().expect("db");
         let stall = db.begin_write().expect("write txn");

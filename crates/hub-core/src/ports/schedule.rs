@@ -41,6 +41,11 @@ impl TimerKey {
         }
     }
 
+    /// A key as an adapter stored it ([`TimerKey::as_str`] of a key made here).
+    pub fn from_stored(key: &str) -> Self {
+        Self(key.to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

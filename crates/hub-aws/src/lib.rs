@@ -44,6 +44,7 @@ pub mod mappings;
 pub mod metrics;
 pub mod secrets;
 pub mod sqs;
+pub mod storage;
 pub mod testing;
 
 use std::time::Duration;

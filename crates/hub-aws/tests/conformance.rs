@@ -17,6 +17,7 @@ async fn fresh() -> Option<((), DynamoStore)> {
 }
 
 hub_core::store_conformance!(fresh);
+hub_core::store_conformance!(dedup_purge: fresh);
 
 /// Items expire (TTL) at the event's expiry: receipt plus its source's retention, re-armed by a
 /// replay, on the event, its body and the deliveries written after.
@@ -79,4 +80,38 @@ async fn dynamodb_items_expire_at_the_event_expiry() {
     assert_eq!(ttl("event").await, Some(replay / 1000 + two_days), "a replay re-arms the event");
     assert_eq!(ttl("body").await, Some(replay / 1000 + two_days), "and its body");
     assert_eq!(store.expires_at(&id).await.expect("expiry"), Some(UnixMillis(replay + two_days * 1000)));
+}
+
+/// A fresh table of layout 2 (and a bucket) for the split storage ports.
+async fn fresh_storage() -> Option<((), hub_aws::storage::DynamoStorage)> {
+    let c = emulator_clients().await?;
+    let table = unique("hub-v2");
+    hub_aws::storage::create_table(&c.dynamodb, &table).await.expect("create table");
+    let bucket = unique("hub-bodies");
+    c.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    Some((
+        (),
+        hub_aws::storage::DynamoStorage::new(
+            c.dynamodb.clone(),
+            table,
+            Blobs::new(c.s3.clone(), bucket),
+            true,
+        ),
+    ))
+}
+
+/// The wide store port on it.
+async fn fresh_on_storage()
+-> Option<((), hub_core::ports::legacy::OnStorage<hub_aws::storage::DynamoStorage>)> {
+    fresh_storage().await.map(|(g, s)| (g, hub_core::ports::legacy::OnStorage::new(s)))
+}
+
+mod storage {
+    use super::fresh_storage;
+    hub_core::storage_conformance!(fresh_storage);
+}
+
+mod on_storage {
+    use super::fresh_on_storage;
+    hub_core::store_conformance!(fresh_on_storage);
 }

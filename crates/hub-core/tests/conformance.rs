@@ -8,6 +8,7 @@ async fn fresh() -> Option<((), MemoryStore)> {
 
 hub_core::store_conformance!(fresh);
 hub_core::store_conformance!(purge: fresh);
+hub_core::store_conformance!(dedup_purge: fresh);
 
 /// The split storage ports on the memory storage.
 async fn fresh_storage() -> Option<((), hub_core::testing::MemoryStorage)> {

@@ -790,7 +790,7 @@ fn accept(txn: &WriteTransaction, ev: NewEvent) -> OpResult<(), CommitError> {
     }
     let (id, body, dedup, received_at) = (ev.id.clone(), ev.body.clone(), ev.dedup.clone(), ev.received_at);
     let source = ev.source.clone();
-    let bytes = match encode(&record_of(ev)) {
+    let bytes = match encode(&ev.into_record()) {
         Ok(b) => b,
         Err(e) => return Ok(Err(e.into())),
     };
@@ -810,27 +810,6 @@ fn accept(txn: &WriteTransaction, ev: NewEvent) -> OpResult<(), CommitError> {
     set_timer(txn, &Timer::job(Job::Dispatch(id.clone()), received_at))?;
     set_expiry(txn, &id, expires, retention)?;
     Ok(Ok(()))
-}
-
-/// The record an accepted event starts with.
-fn record_of(ev: NewEvent) -> EventRecord {
-    EventRecord {
-        dedup_key: ev.dedup.map(|(k, _)| k),
-        body_len: ev.body.len() as u64,
-        id: ev.id,
-        source: ev.source,
-        received_at: ev.received_at,
-        method: ev.method,
-        path: ev.path,
-        query: ev.query,
-        headers: ev.headers,
-        remote_addr: ev.remote_addr,
-        dispatches: 0,
-        dispatched_at: None,
-        dispatch_error: None,
-        deliveries: Vec::new(),
-        latest_count: 0,
-    }
 }
 
 fn dispatch(

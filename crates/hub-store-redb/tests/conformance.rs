@@ -17,6 +17,7 @@ async fn fresh() -> Option<(tempfile::TempDir, OnStorage<RedbStore>)> {
 
 hub_core::store_conformance!(fresh);
 hub_core::store_conformance!(purge: fresh);
+hub_core::store_conformance!(dedup_purge: fresh);
 
 mod storage {
     use super::fresh_storage;

@@ -71,6 +71,11 @@ macro_rules! store_conformance {
             purge_passes_are_bounded,
         );
     };
+    (dedup_purge: $make:path) => {
+        $crate::store_conformance!(@checks $make;
+            purge_forgets_expired_dedup_keys_in_bounded_passes,
+        );
+    };
     ($make:path) => {
         $crate::store_conformance!(@checks $make;
             accept_stores_event_body_and_queues_dispatch,
@@ -80,7 +85,6 @@ macro_rules! store_conformance {
             filtered_and_dead_statuses,
             requeue_replays_and_unknown_is_false,
             list_is_newest_first_with_filters,
-            purge_forgets_expired_dedup_keys_in_bounded_passes,
             jobs_that_ran_already_change_nothing,
             large_bodies_round_trip,
             concurrent_duplicates_are_accepted_once,

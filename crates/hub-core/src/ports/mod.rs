@@ -61,6 +61,29 @@ pub struct NewEvent {
     pub retention: Duration,
 }
 
+impl NewEvent {
+    /// The record the event starts with once accepted: nothing dispatched yet.
+    pub fn into_record(self) -> crate::event::EventRecord {
+        crate::event::EventRecord {
+            dedup_key: self.dedup.map(|(k, _)| k),
+            body_len: self.body.len() as u64,
+            id: self.id,
+            source: self.source,
+            received_at: self.received_at,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: self.headers,
+            remote_addr: self.remote_addr,
+            dispatches: 0,
+            dispatched_at: None,
+            dispatch_error: None,
+            deliveries: Vec::new(),
+            latest_count: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acceptance {
     /// Stored durably and its dispatch is queued.

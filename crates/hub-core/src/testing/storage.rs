@@ -167,7 +167,7 @@ impl Tables {
         self.set_timer(Timer::job(Job::Dispatch(ev.id.clone()), ev.received_at), 0);
         self.expiry.insert(ev.id.clone(), (expires, retention));
         self.bodies.insert(ev.id.clone(), ev.body.clone());
-        self.events.insert(ev.id.clone(), record_of(ev));
+        self.events.insert(ev.id.clone(), ev.into_record());
         Ok(())
     }
 
@@ -221,27 +221,6 @@ impl Tables {
             None => self.cancel(&key),
         }
         Ok(())
-    }
-}
-
-/// The record an accepted event starts with.
-pub(crate) fn record_of(ev: NewEvent) -> EventRecord {
-    EventRecord {
-        dedup_key: ev.dedup.map(|(k, _)| k),
-        body_len: ev.body.len() as u64,
-        id: ev.id,
-        source: ev.source,
-        received_at: ev.received_at,
-        method: ev.method,
-        path: ev.path,
-        query: ev.query,
-        headers: ev.headers,
-        remote_addr: ev.remote_addr,
-        dispatches: 0,
-        dispatched_at: None,
-        dispatch_error: None,
-        deliveries: Vec::new(),
-        latest_count: 0,
     }
 }
 

@@ -70,7 +70,7 @@ impl Aws {
     /// as version 1, then the shell as a cold start builds it.
     async fn deploy(clients: Clients, mapping: &str, max_receive: u32) -> Aws {
         let table = unique("hub-e2e");
-        hub_aws::dynamo::create_table(&clients.dynamodb, &table).await.expect("table");
+        hub_aws::storage::create_table(&clients.dynamodb, &table).await.expect("table");
         let bucket = unique("hub-e2e-bodies");
         clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
         let dlq_url = clients
@@ -145,8 +145,7 @@ impl Aws {
         })
         .expect("forwarder");
         let (m, lines) = hub_aws::metrics::Metrics::memory("hub/test");
-        let store = clients.store(&settings).with_metrics(m);
-        let shell = Shell::build_on(settings, clients, store, Arc::new(forwarder), Arc::new(SystemClock))
+        let shell = Shell::build_with(settings, clients, m, Arc::new(forwarder), Arc::new(SystemClock))
             .await
             .expect("cold start");
         (shell, lines)
@@ -269,6 +268,54 @@ impl Aws {
         }
     }
 
+    /// Messages received and not yet deleted or released (held in flight).
+    async fn in_flight(&self) -> u64 {
+        let out = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        out.attributes
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible).cloned())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Takes every visible message off the queue without running it (a lost message).
+    async fn lose_messages(&self) -> usize {
+        let mut lost = 0;
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return lost;
+            }
+            for m in msgs {
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+                lost += 1;
+            }
+        }
+    }
+
     async fn dlq_bodies(&self) -> Vec<String> {
         let out = self
             .clients
@@ -338,12 +385,13 @@ async fn aws_signed_webhook_is_delivered_as_mapped_and_a_duplicate_once() {
 }
 
 #[tokio::test]
-async fn aws_failing_destination_is_retried_then_redriven_to_the_dlq() {
+async fn aws_failing_destination_is_retried_on_its_schedule_then_moved_to_the_dlq() {
     let Some(clients) = clients().await else { return };
     let dest = Destination::start().await;
     dest.script(&[], 503);
-    // The route would try 10 times; the queue hands a message over 3 times.
-    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 10), 3).await;
+    // The route tries 4 times; the queue hands one message over at most 3 times: each retry
+    // is a new delayed message, so the route's own limit is what counts.
+    let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 4), 3).await;
     let body = order("o-3");
     let (status, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
     assert_eq!(status, 200, "{resp}");
@@ -351,6 +399,7 @@ async fn aws_failing_destination_is_retried_then_redriven_to_the_dlq() {
 
     let mut dlq = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held = Vec::new();
     while dlq.is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -358,16 +407,25 @@ async fn aws_failing_destination_is_retried_then_redriven_to_the_dlq() {
             dest.received().len()
         );
         aws.pump_once().await;
+        held.push(aws.in_flight().await);
         dlq = aws.dlq_bodies().await;
     }
+    assert!(held.iter().all(|n| *n == 0), "a waiting retry is never a message in flight: {held:?}");
     let got = dest.received();
-    assert_eq!(got.len(), 3, "one attempt per receive, up to the redrive limit");
+    assert_eq!(got.len(), 4, "the route's max_attempts, not the queue's receive limit");
     let keys: Vec<_> = got.iter().map(|r| r.header("idempotency-key")).collect();
     assert!(keys[0].is_some() && keys.iter().all(|k| *k == keys[0]), "same Idempotency-Key on every attempt");
     let ev = aws.event(&id).await;
     let d = &ev.current_deliveries()[0];
-    assert_eq!((d.status, d.attempts, d.last_status), (DeliveryStatus::Dead, 3, Some(503)));
-    assert!(d.last_error.as_deref().unwrap_or("").contains("dead-letter queue"), "{:?}", d.last_error);
+    assert_eq!((d.status, d.attempts, d.last_status), (DeliveryStatus::Dead, 4, Some(503)));
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("gave up after 4 attempts; moved to the dead-letter queue"),
+        "{:?}",
+        d.last_error
+    );
     assert_eq!(ev.status(), EventStatus::Dead);
     let job: Value = serde_json::from_str(&dlq[0]).expect("job JSON");
     assert_eq!(job, json!({"job": "attempt", "event": id, "delivery": d.id}));
@@ -378,7 +436,7 @@ async fn aws_failing_destination_is_retried_then_redriven_to_the_dlq() {
     dest.script(&[], 200);
     let (status, r) = aws.admin("POST", &format!("/admin/events/{id}/replay"), "").await;
     assert_eq!((status, r["status"].as_str()), (200, Some("queued")), "{r}");
-    aws.pump_until(30, async || dest.received().len() >= 4).await;
+    aws.pump_until(30, async || dest.received().len() >= 5).await;
     aws.pump_until(10, async || aws.event(&id).await.status() == EventStatus::Delivered).await;
 }
 
@@ -638,19 +696,20 @@ async fn aws_a_job_whose_runs_keep_dying_is_recorded_dead_not_handed_over_foreve
     let aws = Aws::deploy(clients, &shop_mapping(&dest.url("/crm"), 5), 15).await;
     let mut settings = aws.settings.clone();
     settings.max_runs = 2;
-    settings.job_lease = Duration::ZERO;
+    settings.sweep_lease = Duration::ZERO;
     let (deliver, metrics) = Aws::shell(&aws.clients, settings).await;
     let body = order("o-oom");
     let (_, resp) = aws.webhook("apigw-v2-post.json", &body, &sign(body.as_bytes())).await;
     let id = EventId::new(resp["event_id"].as_str().expect("id"));
-    // Two runs began and died without a word (what an out-of-memory kill leaves behind).
-    let store = aws.clients.store(&aws.settings);
-    let job = hub_core::ports::Job::Dispatch(id.clone());
+    // Its message is lost and every run of it dies without a word (what an out-of-memory kill
+    // leaves behind): the tick sends it again, counting each run it starts.
+    assert_eq!(aws.lose_messages().await, 1);
     for _ in 0..2 {
-        let begun = store.begin(&job, SystemClock.now(), Duration::ZERO, 2).await.expect("begin");
-        assert!(matches!(begun, hub_aws::dynamo::Begin::Run { .. }), "{begun:?}");
+        assert_eq!(hub_lambda::tick(&deliver).await.expect("tick").swept, 1);
+        assert_eq!(aws.lose_messages().await, 1);
     }
-    assert_eq!(aws.pump_once_with(&deliver).await, 1);
+    // The third run would be one more than allowed: the job is recorded dead instead.
+    assert_eq!(hub_lambda::tick(&deliver).await.expect("tick").swept, 0);
     let ev = aws.event(id.as_str()).await;
     assert_eq!(ev.status(), EventStatus::Dead);
     assert!(
@@ -659,8 +718,7 @@ async fn aws_a_job_whose_runs_keep_dying_is_recorded_dead_not_handed_over_foreve
         ev.dispatch_error
     );
     assert!(dest.received().is_empty());
-    assert_eq!(aws.pump_once_with(&deliver).await, 0, "the message is gone");
-    assert!(hub_lambda::tick(&deliver).await.expect("tick").swept == 0, "and nothing is due any more");
+    assert_eq!(hub_lambda::tick(&deliver).await.expect("tick").swept, 0, "nothing is due any more");
     let lines = metrics.lock().expect("metrics").clone();
     assert!(lines.len() == 1 && lines[0].contains(r#""kind":"dispatch""#), "{lines:?}");
 }

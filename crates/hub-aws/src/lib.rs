@@ -3,43 +3,17 @@
 //!
 //! # Table design (one table)
 //!
-//! Key: `pk` (S, partition) + `sk` (S, sort). Billing on demand. TTL attribute: `ttl` (epoch
-//! seconds). Three global secondary indexes, all projecting every attribute:
-//!
-//! | index       | partition key | sort key | holds                                              |
-//! |-------------|---------------|----------|----------------------------------------------------|
-//! | `by_time`   | `gsi1pk`      | `gsi1sk` | events, `events#<0..3>` → event id (time-ordered)  |
-//! | `by_source` | `gsi2pk`      | `gsi2sk` | events, `src#<source>` → event id                  |
-//! | `due`       | `due_pk`      | `due_sk` | `due#<0..3>` → `<due ms:020>#<event>`: events with a job due; `dedup#<0..3>` → `<until ms:020>#<pk>`: dedup keys by expiry |
-//!
-//! Indexes that take a write per event are spread over 4 partitions (by a hash of the event id)
-//! so no index partition sees more than a quarter of the traffic; readers query the 4 and merge.
-//!
-//! Items:
-//!
-//! | item      | `pk`                    | `sk`                        | attributes |
-//! |-----------|-------------------------|-----------------------------|------------|
-//! | event     | `evt#<event id>`        | `event`                     | `doc` (JSON: the record without deliveries, the queued dispatch, open deliveries with their due times, the latest dispatch's statuses, committed dispatch runs, runs of jobs begun without an outcome yet with their leases), `version` (optimistic lock), `source`, `status`, index keys, `ttl` |
-//! | body      | `evt#<event id>`        | `body`                      | `data` (B) when ≤ 300 KB, else `s3_key` → `bodies/<event id>` in the bodies bucket; `ttl` |
-//! | delivery  | `evt#<event id>`        | `dlv#<run token>#<index:05>` | `doc` (JSON delivery record incl. the rendered request) or `s3_key` when > 300 KB; `ttl` |
-//! | dedup key | `dedup#<source>#<key>`  | `dedup`                     | `event_id`, `until` (ms), `ttl`, `due_pk`/`due_sk` (expiry index) |
-//! | mappings  | `mappings`              | `current`                   | `version`, `pushed_at`, `token`, `names` (the version's files), `files` (their count) |
-//! | mapping file | `mappings#<push token>` | `file#<name>`              | `text` |
-//!
-//! Writes: accepting an event is one transaction (dedup key put on condition that it is absent
-//! or expired, event item, body item). A dispatch writes its delivery items under a fresh run
-//! token, then commits the event item on its `version`; items of a run that lost a race are
-//! never read. An attempt's outcome is one transaction (delivery item + event item on its
-//! `version`). Reading an event is one query on its partition. The accept transaction carries a
-//! `ClientRequestToken` derived from the event id, so an SDK retry after a lost response is
-//! answered as the success it was.
+//! Events, deliveries, dedup keys, timers and state items: see [`storage`] (layout 2: an item
+//! each, keys-only indexes sharded for write throughput, timers as attributes of their item).
+//! The mapping set: see [`mappings`] (`mappings` / `current` is the pointer to the version in
+//! force, `mappings#<push token>` / `file#<name>` its files).
 //!
 //! Only the admin function writes items whose key starts with `mappings`; the template limits
-//! the other functions' writes to `evt#*` and `dedup#*` keys (`dynamodb:LeadingKeys`).
+//! the other functions' writes to `e#*` (events and their deliveries), `k#*` (dedup keys,
+//! ingest) and `t#*` (timers, the tick) with `dynamodb:LeadingKeys`.
 
 pub mod blobs;
 pub mod capacity;
-pub mod dynamo;
 pub mod mappings;
 pub mod metrics;
 pub mod secrets;
@@ -158,6 +132,10 @@ pub struct Settings {
     /// `HUB_ALLOW_NETS` (comma-separated): private networks routes may reach with
     /// `to.allow_net` (a function in a VPC next to an on-premises CRM); none by default.
     pub allow_nets: Vec<ipnet::IpNet>,
+    /// `HUB_LIST_SHARDS`: partitions the listing indexes spread events over (raise only).
+    pub list_shards: u32,
+    /// `HUB_TIMER_SHARDS`: partitions the due index spreads timers over (raise only).
+    pub timer_shards: u32,
 }
 
 impl Settings {
@@ -181,6 +159,12 @@ impl Settings {
             .filter(|n| *n >= 1)
             .ok_or_else(|| AwsError::Config("HUB_MAX_RECEIVE_COUNT must be at least 1".into()))?;
         let days = num("HUB_RETENTION_DAYS", 30)?;
+        let shards = |k: &str, default: u32| -> Result<u32, AwsError> {
+            u32::try_from(num(k, u64::from(default))?)
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| AwsError::Config(format!("{k} must be between 1 and 1024")))
+        };
         let allow_nets = opt("HUB_ALLOW_NETS")
             .unwrap_or_default()
             .split(',')
@@ -224,6 +208,8 @@ impl Settings {
             metrics_namespace: opt("HUB_METRICS_NAMESPACE")
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.to_string()),
             allow_nets,
+            list_shards: shards("HUB_LIST_SHARDS", storage::DEFAULT_LIST_SHARDS)?,
+            timer_shards: shards("HUB_TIMER_SHARDS", storage::DEFAULT_TIMER_SHARDS)?,
         })
     }
 
@@ -264,14 +250,19 @@ impl Clients {
         }
     }
 
-    /// The store on these clients.
-    pub fn store(&self, settings: &Settings) -> dynamo::DynamoStore {
+    /// The storage on these clients.
+    pub fn storage(&self, settings: &Settings) -> storage::DynamoStorage {
         let blobs = match &settings.bucket {
             Some(b) => blobs::Blobs::new(self.s3.clone(), b.clone()),
             None => blobs::Blobs::none(),
         };
-        dynamo::DynamoStore::new(self.dynamodb.clone(), settings.table.clone(), blobs, settings.retention)
-            .with_metrics(metrics::Metrics::stdout(settings.metrics_namespace.clone()))
+        storage::DynamoStorage::new(
+            self.dynamodb.clone(),
+            settings.table.clone(),
+            blobs,
+            settings.retention.is_some(),
+        )
+        .with_shards(settings.list_shards, settings.timer_shards)
     }
 
     /// Secrets for mappings: the Secrets Manager secret when configured; without one, no

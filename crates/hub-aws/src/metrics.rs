@@ -2,8 +2,8 @@
 //! stdout, which Lambda ships to CloudWatch Logs and CloudWatch turns into a metric. No SDK
 //! call and no permission beyond writing logs.
 //!
-//! The store reports every event that becomes dead this way (a delivery recorded `dead`, a
-//! dispatch that failed), so that one alarm covers the deaths that never reach the
+//! Every event the hub observes becoming dead is reported this way (a delivery recorded `dead`,
+//! a dispatch that failed), so that one alarm covers the deaths that never reach the
 //! dead-letter queue: permanent failures (401, 404, a blocked destination, a failed render) and
 //! dispatch errors.
 
@@ -111,6 +111,16 @@ pub fn dead_line(
         "reason": &reason[..cut],
     })
     .to_string()
+}
+
+/// Dead deliveries and failed dispatches, as the hub observes them, become `DeadEvents`.
+impl hub_core::ports::observe::Observer for Metrics {
+    fn observe(&self, event: &hub_core::ports::observe::HubEvent) {
+        if let hub_core::ports::observe::HubEvent::Dead { event, source, route, reason } = event {
+            let kind = if route.is_some() { Dead::Delivery } else { Dead::Dispatch };
+            self.dead(kind, event.as_str(), source.as_str(), route.as_ref().map(|r| r.as_str()), reason);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,8 @@ pub const DEFAULT_TIMER_SHARDS: u32 = 32;
 
 /// Largest deflated body kept in the event item; larger ones go to the bodies bucket.
 pub const INLINE_BODY_MAX: usize = 64 * 1024;
+/// Largest deflated delivery document kept in its item (an item holds 400 KB).
+pub const INLINE_DOC_MAX: usize = 100 * 1024;
 /// Most items in one transaction (DynamoDB's limit is 100; one is the event).
 const TX_MAX: usize = 99;
 
@@ -198,10 +200,12 @@ enum OnFail {
     Nothing,
 }
 
-/// One conditional write of a commit; without `op`, a refusal known before writing.
+/// One conditional write of a commit; without `op`, a refusal known before writing. `blob`
+/// is a document too large for an item, put in the bodies bucket before the write.
 struct Write {
     op: Option<TransactWriteItem>,
     on_fail: OnFail,
+    blob: Option<(String, Bytes)>,
 }
 
 impl Write {
@@ -382,7 +386,7 @@ impl DynamoStorage {
         Ok(Some((event, committed.into_iter().map(|(_, _, d)| d).collect())))
     }
 
-    fn record_of(event: &Item, deliveries: &[Item]) -> Result<EventRecord, StoreError> {
+    async fn record_of(&self, event: &Item, deliveries: &[Item]) -> Result<EventRecord, StoreError> {
         let doc =
             event.get("doc").and_then(|v| v.as_b().ok()).ok_or_else(|| corrupt("event item without doc"))?;
         let mut rec: EventRecord = serde_json::from_slice(&inflate(doc.as_ref())?).map_err(corrupt)?;
@@ -390,8 +394,18 @@ impl DynamoStorage {
         rec.dispatched_at = get_n(event, "dat").map(UnixMillis);
         rec.dispatch_error = get_s(event, "derr").map(str::to_string);
         rec.latest_count = u32::try_from(get_n(event, "latest").unwrap_or(0)).unwrap_or(u32::MAX);
-        rec.deliveries = deliveries.iter().map(delivery_of).collect::<Result<_, _>>()?;
+        let docs = futures_util::future::join_all(deliveries.iter().map(|d| self.delivery_of(d))).await;
+        rec.deliveries = docs.into_iter().collect::<Result<_, _>>()?;
         Ok(rec)
+    }
+
+    async fn delivery_of(&self, item: &Item) -> Result<DeliveryRecord, StoreError> {
+        let doc = match (item.get("doc").and_then(|v| v.as_b().ok()), get_s(item, "docs3")) {
+            (Some(b), _) => inflate(b.as_ref())?,
+            (None, Some(key)) => inflate(&self.blobs.get(key).await?)?,
+            (None, None) => return Err(corrupt("delivery item without doc")),
+        };
+        serde_json::from_slice(&doc).map_err(corrupt)
     }
 
     /// The attributes of a delivery item (without its timer).
@@ -402,12 +416,15 @@ impl DynamoStorage {
         run: &str,
         idx: usize,
         exp: u64,
-    ) -> Result<Item, StoreError> {
-        let doc = deflate(&serde_json::to_vec(d).map_err(corrupt)?)?;
+    ) -> Result<(Item, Option<(String, Bytes)>), StoreError> {
+        let (doc, blob) = match delivery_doc(event, d)? {
+            Doc::Inline(b) => (("doc", AttributeValue::B(b.into())), None),
+            Doc::Blob(key, bytes) => (("docs3", s(&key)), Some((key, bytes))),
+        };
         let mut item: Item = [
             ("pk", s(event_pk(event))),
             ("sk", s(delivery_sk(&d.id))),
-            ("doc", AttributeValue::B(doc.into())),
+            doc,
             ("st", s(status_name(d.status))),
             ("run", s(run)),
             ("idx", n(idx as u64)),
@@ -418,7 +435,7 @@ impl DynamoStorage {
         if let Some(ttl) = self.ttl(exp) {
             item.insert("ttl".into(), ttl);
         }
-        Ok(item)
+        Ok((item, blob))
     }
 
     fn set_due(&self, item: &mut Item, key: &TimerKey, due: UnixMillis) {
@@ -615,12 +632,12 @@ impl DynamoStorage {
         let exp = state.rearmed(at);
         let mut writes = Vec::new();
         for (i, d) in deliveries.iter().enumerate() {
-            let mut item = self.delivery_item(event, d, &run, i, exp)?;
+            let (mut item, blob) = self.delivery_item(event, d, &run, i, exp)?;
             if with_timers && !d.status.is_final() {
                 let key = TimerKey::attempt(event, &d.id);
                 self.set_due(&mut item, &key, d.next_attempt_at.unwrap_or(at));
             }
-            writes.push(write(put(t, item, None, vec![])?, OnFail::Nothing));
+            writes.push(Write { blob, ..write(put(t, item, None, vec![])?, OnFail::Nothing) });
         }
         let mut values = vec![
             (":n", n(state.dispatches)),
@@ -652,9 +669,12 @@ impl DynamoStorage {
     }
 
     fn attempt_write(&self, event: &EventId, d: &DeliveryRecord) -> Result<Write, StoreError> {
-        let doc = deflate(&serde_json::to_vec(d).map_err(corrupt)?)?;
+        let (doc_set, doc_value, blob) = match delivery_doc(event, d)? {
+            Doc::Inline(b) => ("doc = :doc", AttributeValue::B(b.into()), None),
+            Doc::Blob(key, bytes) => ("docs3 = :doc", s(&key), Some((key, bytes))),
+        };
         let mut values = vec![
-            (":doc", AttributeValue::B(doc.into())),
+            (":doc", doc_value),
             (":st", s(status_name(d.status))),
             (":p", s(status_name(DeliveryStatus::Pending))),
             (":r", s(status_name(DeliveryStatus::Retrying))),
@@ -665,14 +685,14 @@ impl DynamoStorage {
                 let key = TimerKey::attempt(event, &d.id);
                 values.push((":dpk", s(self.due_pk(&key))));
                 values.push((":dsk", s(due_sk(due, &key))));
-                "SET doc = :doc, #st = :st, dpk = :dpk, dsk = :dsk REMOVE dfail"
+                format!("SET {doc_set}, #st = :st, dpk = :dpk, dsk = :dsk REMOVE dfail")
             }
-            _ => "SET doc = :doc, #st = :st REMOVE dpk, dsk, dfail",
+            _ => format!("SET {doc_set}, #st = :st REMOVE dpk, dsk, dfail"),
         };
         let cond = "attribute_exists(pk) AND (#st = :p OR #st = :r)";
-        let op = update(&self.table, event_pk(event), delivery_sk(&d.id), expr.into(), Some(cond), values)?;
+        let op = update(&self.table, event_pk(event), delivery_sk(&d.id), expr, Some(cond), values)?;
         let op = with_name(op, "#st", "st");
-        Ok(write(op, OnFail::Attempt(event.clone(), d.id.clone())))
+        Ok(Write { blob, ..write(op, OnFail::Attempt(event.clone(), d.id.clone())) })
     }
 
     fn set_timer_write(&self, timer: &Timer) -> Result<Write, StoreError> {
@@ -714,6 +734,7 @@ impl DynamoStorage {
         if writes.is_empty() {
             return Ok(());
         }
+        self.put_blobs(&writes).await?;
         if writes.len() == 1 {
             let w = writes.remove(0);
             return self.send_one(w).await;
@@ -763,7 +784,18 @@ impl DynamoStorage {
         }
     }
 
+    /// Puts the documents too large for their items in the bucket (before the items that name
+    /// them are written: an item never points at a missing object).
+    async fn put_blobs(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let puts = writes.iter().filter_map(|w| w.blob.as_ref()).map(|(k, b)| self.blobs.put(k, b.clone()));
+        for r in futures_util::future::join_all(puts).await {
+            r?;
+        }
+        Ok(())
+    }
+
     async fn send_one(&self, w: Write) -> Result<(), CommitError> {
+        self.put_blobs(std::slice::from_ref(&w)).await?;
         let failed = |old: Option<Item>| -> Result<(), CommitError> {
             match w.conflict(old.as_ref()) {
                 Some(c) => Err(c.into()),
@@ -849,6 +881,7 @@ impl DynamoStorage {
         }
         let mut writes = self.dispatch_writes(at, event, &state, deliveries, error, false)?;
         let commit = writes.pop().ok_or_else(|| corrupt("no event write"))?;
+        self.put_blobs(&writes).await?;
         let items: Vec<Item> = writes
             .iter()
             .filter_map(|w| w.op.as_ref().and_then(|o| o.put()).map(|p| p.item().clone()))
@@ -943,11 +976,27 @@ impl DynamoStorage {
 }
 
 fn refused(on_fail: OnFail) -> Write {
-    Write { op: None, on_fail }
+    Write { op: None, on_fail, blob: None }
 }
 
 fn write(op: TransactWriteItem, on_fail: OnFail) -> Write {
-    Write { op: Some(op), on_fail }
+    Write { op: Some(op), on_fail, blob: None }
+}
+
+/// A delivery's document: inline when it fits an item comfortably, else a key in the bodies
+/// bucket (and the bytes to put there).
+enum Doc {
+    Inline(Vec<u8>),
+    Blob(String, Bytes),
+}
+
+fn delivery_doc(event: &EventId, d: &DeliveryRecord) -> Result<Doc, StoreError> {
+    let doc = deflate(&serde_json::to_vec(d).map_err(corrupt)?)?;
+    Ok(if doc.len() <= INLINE_DOC_MAX {
+        Doc::Inline(doc)
+    } else {
+        Doc::Blob(format!("deliveries/{event}/{}", d.id), Bytes::from(doc))
+    })
 }
 
 fn with_name(op: TransactWriteItem, name: &str, attr: &str) -> TransactWriteItem {
@@ -973,12 +1022,6 @@ fn status_name(s: DeliveryStatus) -> &'static str {
         DeliveryStatus::Delivered => "delivered",
         DeliveryStatus::Dead => "dead",
     }
-}
-
-fn delivery_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
-    let doc =
-        item.get("doc").and_then(|v| v.as_b().ok()).ok_or_else(|| corrupt("delivery item without doc"))?;
-    serde_json::from_slice(&inflate(doc.as_ref())?).map_err(corrupt)
 }
 
 #[async_trait]
@@ -1007,11 +1050,11 @@ impl Committer for DynamoStorage {
             let mut writes =
                 self.accept_writes(ev, Some((at, &run, deliveries.len(), error.as_deref()))).await?;
             for (i, d) in deliveries.iter().enumerate() {
-                let mut item = self.delivery_item(&id, d, &run, i, exp)?;
+                let (mut item, blob) = self.delivery_item(&id, d, &run, i, exp)?;
                 if !d.status.is_final() {
                     self.set_due(&mut item, &TimerKey::attempt(&id, &d.id), d.next_attempt_at.unwrap_or(at));
                 }
-                writes.push(write(put(&self.table, item, None, vec![])?, OnFail::Nothing));
+                writes.push(Write { blob, ..write(put(&self.table, item, None, vec![])?, OnFail::Nothing) });
             }
             return self.send(writes, Some(accept_token(&id))).await;
         }
@@ -1054,7 +1097,7 @@ fn accept_token(id: &EventId) -> String {
 impl EventLog for DynamoStorage {
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         match self.event_items(id).await? {
-            Some((event, deliveries)) => Ok(Some(Self::record_of(&event, &deliveries)?)),
+            Some((event, deliveries)) => Ok(Some(self.record_of(&event, &deliveries).await?)),
             None => Ok(None),
         }
     }
@@ -1086,7 +1129,7 @@ impl EventLog for DynamoStorage {
             // Written by a dispatch that lost its race: never committed.
             return Ok(None);
         }
-        delivery_of(&d).map(Some)
+        self.delivery_of(&d).await.map(Some)
     }
 
     async fn page(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
@@ -1196,7 +1239,7 @@ impl Scheduler for DynamoStorage {
         key: &TimerKey,
         now: UnixMillis,
         until: UnixMillis,
-    ) -> Result<Option<Timer>, StoreError> {
+    ) -> Result<Option<Scheduled>, StoreError> {
         let Some(payload) = self.payload(key).await? else { return Ok(None) };
         let (pk, sk) = timer_item(key);
         let r = self
@@ -1205,14 +1248,20 @@ impl Scheduler for DynamoStorage {
             .table_name(&self.table)
             .key("pk", s(pk))
             .key("sk", s(sk))
-            .update_expression("SET dsk = :new")
+            .update_expression("SET dsk = :new ADD dfail :one")
             .condition_expression("attribute_exists(dsk) AND dsk < :bound")
             .expression_attribute_values(":new", s(due_sk(until, key)))
             .expression_attribute_values(":bound", s(due_bound(now)))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await;
         match r {
-            Ok(_) => Ok(Some(Timer { key: key.clone(), due: until, payload })),
+            Ok(out) => {
+                let failures = out.attributes.as_ref().and_then(|a| get_n(a, "dfail")).unwrap_or(1);
+                let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+                Ok(Some(Scheduled { timer: Timer { key: key.clone(), due: until, payload }, failures }))
+            }
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
                 _ => Err(unavailable(sdk_error(&e))),

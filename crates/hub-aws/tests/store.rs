@@ -1,30 +1,29 @@
-//! The DynamoDB store and mapping repository on DynamoDB Local: what only the AWS shell relies
-//! on (job runs, sweeps, push tokens, idempotent accepts, the event item's size).
+//! The DynamoDB storage (layout 2) and mapping repository on DynamoDB Local: what only the AWS
+//! shell relies on (idempotent accepts, documents too large for an item, TTL, push tokens).
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
+use hub_aws::AwsError;
 use hub_aws::blobs::Blobs;
-use hub_aws::dynamo::{Begin, DynamoStore};
 use hub_aws::mappings::MappingRepo;
-use hub_aws::metrics::Metrics;
+use hub_aws::storage::DynamoStorage;
 use hub_aws::testing::{emulator_clients, unique};
-use hub_aws::{AwsError, Clients};
-use hub_core::event::{DeliveryRecord, DeliveryStatus, EventStatus, OutgoingRequest};
+use hub_core::event::{DeliveryRecord, DeliveryStatus, OutgoingRequest};
 use hub_core::ids::{DeliveryId, EventId, RouteId, SourceId};
-use hub_core::ports::{Acceptance, Job, NewEvent, Store};
+use hub_core::ports::NewEvent;
+use hub_core::ports::commit::{Change, Commit, Committer};
+use hub_core::ports::log::EventLog;
+use hub_core::ports::schedule::{Scheduler, TimerKey};
 use hub_core::request::Headers;
 use hub_core::time::UnixMillis;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-async fn store(c: &Clients) -> (DynamoStore, Arc<Mutex<Vec<String>>>) {
+async fn storage(c: &hub_aws::Clients) -> (DynamoStorage, String) {
     let table = unique("hub-store");
-    hub_aws::dynamo::create_table(&c.dynamodb, &table).await.expect("create table");
+    hub_aws::storage::create_table(&c.dynamodb, &table).await.expect("create table");
     let bucket = unique("hub-bodies");
     c.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    let (metrics, lines) = Metrics::memory("hub/test");
-    let s = DynamoStore::new(c.dynamodb.clone(), table, Blobs::new(c.s3.clone(), bucket), None)
-        .with_metrics(metrics);
-    (s, lines)
+    (DynamoStorage::new(c.dynamodb.clone(), table.clone(), Blobs::new(c.s3.clone(), bucket), true), table)
 }
 
 fn event(at: u64) -> NewEvent {
@@ -38,12 +37,12 @@ fn event(at: u64) -> NewEvent {
         headers: Headers::new(),
         remote_addr: None,
         body: Bytes::from_static(b"{\"a\":1}"),
-        dedup: None,
-        retention: std::time::Duration::from_secs(30 * 24 * 3600),
+        dedup: Some(("k-1".into(), UnixMillis(at + 60_000))),
+        retention: Duration::from_secs(2 * 86_400),
     }
 }
 
-fn delivery(at: u64) -> DeliveryRecord {
+fn delivery(at: u64, body: Bytes) -> DeliveryRecord {
     DeliveryRecord {
         id: DeliveryId::generate(),
         route: RouteId::new("crm"),
@@ -58,7 +57,7 @@ fn delivery(at: u64) -> DeliveryRecord {
             method: "POST".into(),
             url: "https://crm.example/leads".into(),
             headers: vec![("content-type".into(), "application/json".into())],
-            body: Bytes::from_static(b"{}"),
+            body,
         }),
     }
 }
@@ -66,20 +65,93 @@ fn delivery(at: u64) -> DeliveryRecord {
 #[tokio::test]
 async fn an_accept_sent_again_after_it_succeeded_is_acknowledged_not_refused() {
     let Some(c) = emulator_clients().await else { return };
-    let (s, _) = store(&c).await;
-    // An SDK retry of a transaction whose response was lost sends the same request again.
+    let (s, _) = storage(&c).await;
+    // An SDK retry of a write whose response was lost sends the same request again.
     let ev = event(1_000);
     let id = ev.id.clone();
-    assert_eq!(s.accept(ev.clone()).await.expect("first"), Acceptance::Accepted(id.clone()));
-    assert_eq!(s.accept(ev).await.expect("the same accept again"), Acceptance::Accepted(id.clone()));
-    assert_eq!(s.due_jobs(UnixMillis(2_000), 10).await.expect("due"), vec![Job::Dispatch(id)]);
+    s.commit(Commit::new(UnixMillis(1_000)).with(Change::Accept(ev.clone()))).await.expect("first");
+    s.commit(Commit::new(UnixMillis(1_000)).with(Change::Accept(ev))).await.expect("the same accept again");
+    let due = s.due(UnixMillis(2_000), 10).await.expect("due");
+    assert_eq!(due.iter().map(|t| t.key.clone()).collect::<Vec<_>>(), vec![TimerKey::dispatch(&id)]);
+}
+
+/// A rendered request too large for an item (a raw forward of a big body) is kept in the
+/// bucket, read back whole, and replaced by its attempt's outcome.
+#[tokio::test]
+async fn a_delivery_too_large_for_an_item_is_kept_in_the_bucket() {
+    let Some(c) = emulator_clients().await else { return };
+    let (s, _) = storage(&c).await;
+    let ev = event(1_000);
+    let id = ev.id.clone();
+    s.commit(Commit::new(UnixMillis(1_000)).with(Change::Accept(ev))).await.expect("accept");
+    // Random-looking bytes do not deflate: about 1.5 MB stays 1.5 MB.
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut d = delivery(1_000, Bytes::from(big.clone()));
+    let change = Change::Dispatch { event: id.clone(), deliveries: vec![d.clone()], error: None };
+    s.commit(Commit::new(UnixMillis(1_000)).with(change)).await.expect("dispatch");
+    let got = s.delivery(&id, &d.id).await.expect("read").expect("stored");
+    assert_eq!(got.request.as_ref().map(|r| r.body.len()), Some(big.len()));
+    assert_eq!(got, d);
+    d.status = DeliveryStatus::Delivered;
+    d.attempts = 1;
+    d.next_attempt_at = None;
+    s.commit(Commit::new(UnixMillis(2_000)).with(Change::Attempt { event: id.clone(), delivery: d.clone() }))
+        .await
+        .expect("attempt");
+    let ev = s.event(&id).await.expect("read").expect("stored");
+    assert_eq!(ev.deliveries, vec![d]);
+}
+
+/// Every item of an event expires (TTL) at its expiry: receipt plus its retention, moved by a
+/// dispatch or replay; the dedup key at its own end.
+#[tokio::test]
+async fn items_expire_at_the_event_expiry() {
+    let Some(c) = emulator_clients().await else { return };
+    let (s, table) = storage(&c).await;
+    let received = 1_700_000_000_000;
+    let ev = event(received);
+    let id = ev.id.clone();
+    s.commit(Commit::new(UnixMillis(received)).with(Change::Accept(ev))).await.expect("accept");
+    let ttl = |pk: String, sk: String| {
+        let (ddb, table) = (c.dynamodb.clone(), table.clone());
+        async move {
+            let out = ddb
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S(sk))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("get");
+            out.item
+                .and_then(|i| i.get("ttl").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok()))
+        }
+    };
+    let two_days = 2 * 86_400;
+    let epk = format!("e#{id}");
+    assert_eq!(ttl(epk.clone(), "e".into()).await, Some(received / 1000 + two_days));
+    let replay = received + 86_400_000;
+    s.commit(Commit::new(UnixMillis(replay)).with(Change::Replay { event: id.clone() }))
+        .await
+        .expect("replay");
+    assert_eq!(
+        ttl(epk.clone(), "e".into()).await,
+        Some(replay / 1000 + two_days),
+        "a replay re-arms the event"
+    );
+    let d = delivery(replay, Bytes::from_static(b"{}"));
+    let change = Change::Dispatch { event: id.clone(), deliveries: vec![d.clone()], error: None };
+    s.commit(Commit::new(UnixMillis(replay)).with(change)).await.expect("dispatch");
+    assert_eq!(ttl(epk, format!("d#{}", d.id)).await, Some(replay / 1000 + two_days), "its deliveries too");
+    assert_eq!(s.expires_at(&id).await.expect("expiry"), Some(UnixMillis(replay + two_days * 1000)));
 }
 
 #[tokio::test]
 async fn a_failed_or_losing_push_leaves_nothing_a_reader_loads() {
     let Some(c) = emulator_clients().await else { return };
     let table = unique("hub-maps");
-    hub_aws::dynamo::create_table(&c.dynamodb, &table).await.expect("create table");
+    hub_aws::storage::create_table(&c.dynamodb, &table).await.expect("create table");
     let repo = MappingRepo::new(c.dynamodb.clone(), &table);
     let file = |n: &str, t: &str| (n.to_string(), t.to_string());
     assert_eq!(repo.push(&[file("a.yaml", "a1"), file("old.yaml", "o1")], 1).await.expect("v1"), 1);
@@ -96,105 +168,4 @@ async fn a_failed_or_losing_push_leaves_nothing_a_reader_loads() {
     // The next push starts from version 2 and sees only its own files too.
     assert_eq!(repo.push(&[file("c.yaml", "c3")], 4).await.expect("v3"), 3);
     assert_eq!(repo.load_current().await.expect("load").1, vec![file("c.yaml", "c3")]);
-}
-
-#[tokio::test]
-async fn a_run_holds_its_job_and_a_job_whose_runs_never_end_is_found_out() {
-    let Some(c) = emulator_clients().await else { return };
-    let (s, _) = store(&c).await;
-    let ev = event(1_000);
-    let id = ev.id.clone();
-    s.accept(ev).await.expect("accept");
-    let job = Job::Dispatch(id.clone());
-    let lease = Duration::from_secs(60);
-    let run = Begin::Run { source: SourceId::new("shop") };
-    assert_eq!(s.begin(&job, UnixMillis(2_000), lease, 3).await.expect("begin"), run);
-    // A duplicate message while the run holds the job.
-    assert_eq!(
-        s.begin(&job, UnixMillis(3_000), lease, 3).await.expect("begin"),
-        Begin::Busy(UnixMillis(62_000))
-    );
-    // The run died without an outcome; its lease ends and the job is run again, twice more.
-    assert_eq!(s.begin(&job, UnixMillis(62_000), lease, 3).await.expect("begin"), run);
-    assert_eq!(s.begin(&job, UnixMillis(122_000), lease, 3).await.expect("begin"), run);
-    assert_eq!(s.begin(&job, UnixMillis(182_000), lease, 3).await.expect("begin"), Begin::Poisoned(3));
-    // An outcome clears the count: after a replay the job runs again.
-    assert!(
-        s.save_dispatch(&id, vec![], Some("cannot be processed".into()), UnixMillis(183_000))
-            .await
-            .expect("save")
-    );
-    assert_eq!(
-        s.begin(&job, UnixMillis(184_000), lease, 3).await.expect("begin"),
-        Begin::Nothing,
-        "ran already"
-    );
-    assert!(s.requeue(&id, UnixMillis(185_000)).await.expect("replay"));
-    assert_eq!(s.begin(&job, UnixMillis(186_000), lease, 3).await.expect("begin"), run);
-}
-
-#[tokio::test]
-async fn a_sweep_claims_the_jobs_it_returns() {
-    let Some(c) = emulator_clients().await else { return };
-    let (s, _) = store(&c).await;
-    let ev = event(1_000);
-    let id = ev.id.clone();
-    s.accept(ev).await.expect("accept");
-    let until = UnixMillis(900_000);
-    assert_eq!(s.sweep(UnixMillis(5_000), 10, until).await.expect("sweep"), vec![Job::Dispatch(id.clone())]);
-    assert!(
-        s.sweep(UnixMillis(6_000), 10, until).await.expect("sweep").is_empty(),
-        "claimed by the first sweep"
-    );
-    // Its run never came: once the claim has passed, the next sweep sends it again.
-    assert_eq!(
-        s.sweep(UnixMillis(900_000), 10, UnixMillis(1_800_000)).await.expect("sweep"),
-        vec![Job::Dispatch(id)]
-    );
-}
-
-#[tokio::test]
-async fn a_dispatch_too_large_for_the_event_item_is_recorded_failed_and_counted() {
-    let Some(c) = emulator_clients().await else { return };
-    let (s, lines) = store(&c).await;
-    let ev = event(1_000);
-    let id = ev.id.clone();
-    s.accept(ev).await.expect("accept");
-    // Each open delivery takes ~150 bytes of the event item: 4,000 do not fit 300 KB.
-    let many: Vec<DeliveryRecord> = (0..4_000).map(|_| delivery(2_000)).collect();
-    assert!(s.save_dispatch(&id, many, None, UnixMillis(2_000)).await.expect("recorded, not unavailable"));
-    let rec = s.event(&id).await.expect("read").expect("event");
-    assert_eq!(rec.status(), EventStatus::Dead);
-    let err = rec.dispatch_error.expect("reason");
-    assert!(err.contains("4000 deliveries are more than one event can record"), "{err}");
-    assert!(s.due_jobs(UnixMillis(10_000), 10).await.expect("due").is_empty(), "nothing comes back");
-    let lines = lines.lock().expect("lines");
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(r#""kind":"dispatch""#) && lines[0].contains("DeadEvents"), "{}", lines[0]);
-}
-
-#[tokio::test]
-async fn every_delivery_that_becomes_dead_is_counted_once() {
-    let Some(c) = emulator_clients().await else { return };
-    let (s, lines) = store(&c).await;
-    let ev = event(1_000);
-    let id = ev.id.clone();
-    s.accept(ev).await.expect("accept");
-    let ok = delivery(2_000);
-    let mut unrenderable = delivery(2_000);
-    unrenderable.status = DeliveryStatus::Dead;
-    unrenderable.request = None;
-    unrenderable.last_error = Some("mapping: `email` is required".into());
-    s.save_dispatch(&id, vec![ok.clone(), unrenderable], None, UnixMillis(2_000)).await.expect("dispatch");
-    let mut gone = ok.clone();
-    gone.status = DeliveryStatus::Dead;
-    gone.next_attempt_at = None;
-    gone.last_status = Some(401);
-    gone.last_error = Some("401 Unauthorized".into());
-    assert!(s.save_attempt(&id, gone.clone()).await.expect("attempt"));
-    // A late duplicate outcome changes nothing and is not counted again.
-    assert!(!s.save_attempt(&id, gone).await.expect("again"));
-    let lines = lines.lock().expect("lines");
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].contains("is required") && lines[1].contains("401 Unauthorized"), "{lines:?}");
 }

@@ -10,8 +10,9 @@
 use crate::body::{BodyError, parse_body};
 use crate::error::{ErrorCode, PublicError};
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
-use crate::ids::{DeliveryId, EventId, RouteId};
+use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
 use crate::mapping::{CompiledSource, MappingSet};
+use crate::ports::observe::{HubEvent, Ignore, Observer};
 use crate::ports::{
     Acceptance, EventQuery, Forwarder, Job, JobFailed, JobFailure, NewEvent, Purged, Queue, SendPolicy,
     Store, StoreError,
@@ -128,7 +129,7 @@ pub enum JobOutcome {
 
 /// An attempt this early is still run: clocks of the machines that schedule and run jobs
 /// differ a little.
-const DUE_TOLERANCE_MS: u64 = 1_000;
+pub const DUE_TOLERANCE_MS: u64 = 1_000;
 
 /// How a shell runs a job.
 #[derive(Clone, Debug, Default)]
@@ -146,6 +147,7 @@ pub struct Hub {
     forwarder: Arc<dyn Forwarder>,
     clock: Arc<dyn Clock>,
     queue: Arc<dyn Queue>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Hub {
@@ -156,7 +158,22 @@ impl Hub {
         clock: Arc<dyn Clock>,
         queue: Arc<dyn Queue>,
     ) -> Self {
-        Self { mappings: ArcSwap::new(mappings), store, forwarder, clock, queue }
+        Self { mappings: ArcSwap::new(mappings), store, forwarder, clock, queue, observer: Arc::new(Ignore) }
+    }
+
+    /// Tells `observer` what the hub does (metrics, logs).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    fn dead(&self, event: &EventId, source: &SourceId, route: Option<&RouteId>, reason: &str) {
+        self.observer.observe(&HubEvent::Dead {
+            event: event.clone(),
+            source: source.clone(),
+            route: route.cloned(),
+            reason: reason.to_string(),
+        });
     }
 
     /// The mapping set in force; a request holds on to one set from start to end.
@@ -206,7 +223,24 @@ impl Hub {
 
     /// Records that running `job` failed on the store (see [`Store::job_failed`]).
     pub async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError> {
-        self.store.job_failed(job, failure).await
+        let r = self.store.job_failed(job, failure).await?;
+        if let JobFailed::Dead { .. } = r {
+            self.observe_dead(job, &failure.reason).await;
+        }
+        Ok(r)
+    }
+
+    /// Says that `job`'s dispatch or delivery is dead (the event is read for its source).
+    async fn observe_dead(&self, job: &Job, reason: &str) {
+        let (id, route) = match job {
+            Job::Dispatch(id) => (id, None),
+            Job::Attempt(id, d) => (id, Some(d)),
+        };
+        if let Ok(Some(ev)) = self.store.event(id).await {
+            let route =
+                route.and_then(|d| ev.deliveries.iter().find(|x| &x.id == d)).map(|d| d.route.clone());
+            self.dead(id, &ev.source, route.as_ref(), reason);
+        }
     }
 
     /// One bounded pass deleting what expired by now (see [`Store::purge`]).
@@ -218,18 +252,19 @@ impl Hub {
     /// the run): a dispatch is recorded failed, a delivery dead, both with `reason`.
     pub async fn give_up(&self, job: &Job, reason: String) -> Result<(), StoreError> {
         let now = self.clock.now();
-        match job {
-            Job::Dispatch(id) => {
-                self.store.save_dispatch(id, Vec::new(), Some(reason), now).await?;
-            }
+        let recorded = match job {
+            Job::Dispatch(id) => self.store.save_dispatch(id, Vec::new(), Some(reason.clone()), now).await?,
             Job::Attempt(id, did) => {
                 let Some(ev) = self.store.event(id).await? else { return Ok(()) };
                 let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else { return Ok(()) };
                 d.status = DeliveryStatus::Dead;
                 d.next_attempt_at = None;
-                d.last_error = Some(reason);
-                self.store.save_attempt(id, d).await?;
+                d.last_error = Some(reason.clone());
+                self.store.save_attempt(id, d).await?
             }
+        };
+        if recorded {
+            self.observe_dead(job, &reason).await;
         }
         Ok(())
     }
@@ -290,11 +325,15 @@ impl Hub {
         match self.store.accept(event).await? {
             Acceptance::Accepted(event_id) => {
                 info!(source = %source.id, event = %event_id, "accepted");
+                self.observer
+                    .observe(&HubEvent::Accepted { source: source.id.clone(), event: event_id.clone() });
                 self.enqueue(&[(Job::Dispatch(event_id.clone()), received_at)]).await;
                 Ok(Ingested { event_id, duplicate: false, challenge: None })
             }
             Acceptance::Duplicate(event_id) => {
                 info!(source = %source.id, event = %event_id, "duplicate, not stored again");
+                self.observer
+                    .observe(&HubEvent::Duplicate { source: source.id.clone(), event: event_id.clone() });
                 Ok(Ingested { event_id, duplicate: true, challenge: None })
             }
         }
@@ -313,6 +352,20 @@ impl Hub {
         }
     }
 
+    /// Records a dispatch that could make no deliveries, with why.
+    async fn dispatch_failed(
+        &self,
+        id: &EventId,
+        source: &SourceId,
+        msg: String,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        if self.store.save_dispatch(id, Vec::new(), Some(msg.clone()), now).await? {
+            self.dead(id, source, None, &msg);
+        }
+        Ok(())
+    }
+
     async fn dispatch(&self, id: &EventId) -> Result<(), StoreError> {
         let now = self.clock.now();
         let (Some(ev), Some(body)) = (self.store.event(id).await?, self.store.body(id).await?) else {
@@ -324,16 +377,14 @@ impl Hub {
         let Some(source) = mappings.source(ev.source.as_str()) else {
             let msg = format!("source `{}` is not configured any more", ev.source);
             warn!(event = %id, "{msg}");
-            self.store.save_dispatch(id, Vec::new(), Some(msg), now).await?;
-            return Ok(());
+            return self.dispatch_failed(id, &ev.source, msg, now).await;
         };
         let req = raw_request(&ev, body);
         let parsed = match admit(source, &req, false) {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("body no longer parses for this source: {e}");
-                self.store.save_dispatch(id, Vec::new(), Some(msg), now).await?;
-                return Ok(());
+                return self.dispatch_failed(id, &ev.source, msg, now).await;
             }
         };
         let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
@@ -344,8 +395,7 @@ impl Hub {
                 .collect::<Vec<_>>(),
             Err(e) => {
                 warn!(event = %id, error = %e, "dispatch over the per-event limits; the event is dead");
-                self.store.save_dispatch(id, Vec::new(), Some(e.0), now).await?;
-                return Ok(());
+                return self.dispatch_failed(id, &ev.source, e.0, now).await;
             }
         };
         let jobs: Vec<(Job, UnixMillis)> = deliveries
@@ -354,13 +404,54 @@ impl Hub {
             .map(|d| (Job::Attempt(id.clone(), d.id.clone()), d.next_attempt_at.unwrap_or(now)))
             .collect();
         let fired = deliveries.len();
+        let dead: Vec<(RouteId, String)> = deliveries
+            .iter()
+            .filter(|d| d.status == DeliveryStatus::Dead)
+            .map(|d| (d.route.clone(), d.last_error.clone().unwrap_or_default()))
+            .collect();
         if self.store.save_dispatch(id, deliveries, None, now).await? {
             info!(event = %id, fired, "dispatched");
+            self.observer.observe(&HubEvent::Dispatched { event: id.clone(), deliveries: fired });
+            for (route, reason) in &dead {
+                self.dead(id, &ev.source, Some(route), reason);
+            }
             self.enqueue(&jobs).await;
         } else {
             info!(event = %id, "dispatched already; this run changed nothing");
         }
         Ok(())
+    }
+
+    /// Records an attempt's outcome and, when it was recorded (not a second run), says what
+    /// became of the delivery.
+    async fn record_attempt(
+        &self,
+        id: &EventId,
+        source: &SourceId,
+        d: DeliveryRecord,
+    ) -> Result<bool, StoreError> {
+        let (route, status, attempts, next, reason) =
+            (d.route.clone(), d.status, d.attempts, d.next_attempt_at, d.last_error.clone());
+        let last_status = d.last_status;
+        let elapsed_ms = d.last_attempt_at.map_or(0, |at| self.clock.now().0.saturating_sub(at.0));
+        if !self.store.save_attempt(id, d).await? {
+            return Ok(false);
+        }
+        match status {
+            DeliveryStatus::Delivered => self.observer.observe(&HubEvent::Delivered {
+                route,
+                status: last_status.unwrap_or(0),
+                attempts,
+                elapsed_ms,
+            }),
+            DeliveryStatus::Dead => self.dead(id, source, Some(&route), reason.as_deref().unwrap_or("")),
+            DeliveryStatus::Retrying | DeliveryStatus::Pending => {
+                if let Some(next) = next {
+                    self.observer.observe(&HubEvent::Retrying { route, status: last_status, next });
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn attempt(
@@ -375,7 +466,7 @@ impl Hub {
         };
         if d.status.is_final() {
             // A stale job (e.g. after a crash between send and record): clear it.
-            self.store.save_attempt(id, d).await?;
+            self.record_attempt(id, &ev.source, d).await?;
             return Ok(JobOutcome::Done);
         }
         if let Some(due) = d.next_attempt_at
@@ -398,7 +489,7 @@ impl Hub {
                     format!("route `{}` of source `{}` is not configured any more", d.route, ev.source)
                 }
             });
-            self.store.save_attempt(id, d).await?;
+            self.record_attempt(id, &ev.source, d).await?;
             return Ok(JobOutcome::Done);
         };
         // The request was rendered for the route's destination as it was then. When the route
@@ -417,7 +508,7 @@ impl Hub {
             d.status = DeliveryStatus::Dead;
             d.next_attempt_at = None;
             d.last_error = Some(msg);
-            self.store.save_attempt(id, d).await?;
+            self.record_attempt(id, &ev.source, d).await?;
             return Ok(JobOutcome::Done);
         }
         // Credentials (auth, a secret URL) are added here, never stored with the request.
@@ -483,7 +574,7 @@ impl Hub {
                 JobOutcome::Done
             }
         };
-        if self.store.save_attempt(id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
+        if self.record_attempt(id, &ev.source, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
     }
 }
 

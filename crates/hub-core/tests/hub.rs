@@ -409,3 +409,60 @@ async fn a_store_failure_while_recording_an_attempt_is_an_error_for_the_shell() 
     w.store.fail_writes(None);
     assert_eq!(w.store.queued().len(), 1);
 }
+
+#[tokio::test]
+async fn the_observer_hears_what_became_of_each_webhook() {
+    use hub_core::ports::observe::HubEvent;
+    let w = world();
+    let seen = Arc::new(hub_core::testing::RecordingObserver::default());
+    let hub = Hub::new(
+        compile(&[("leads.yaml", LEADS)]),
+        w.store.clone(),
+        w.dest.clone(),
+        w.clock.clone(),
+        w.queue.clone(),
+    )
+    .with_observer(seen.clone());
+    let w = World { hub, ..w };
+    w.dest.script([ScriptedForwarder::status(200), ScriptedForwarder::status(410)]);
+    let id = w.ingest(&lead("L-1", true)).await;
+    w.hub.ingest("leads", signed(&lead("L-1", true), w.clock.now())).await.expect("duplicate");
+    w.run_due().await;
+    let events = seen.take();
+    assert!(
+        events.contains(&HubEvent::Accepted {
+            source: hub_core::ids::SourceId::new("leads"),
+            event: id.clone()
+        }),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&HubEvent::Duplicate {
+            source: hub_core::ids::SourceId::new("leads"),
+            event: id.clone()
+        }),
+        "{events:?}"
+    );
+    assert!(events.contains(&HubEvent::Dispatched { event: id.clone(), deliveries: 2 }), "{events:?}");
+    let delivered =
+        events.iter().filter(|e| matches!(e, HubEvent::Delivered { status: 200, attempts: 1, .. })).count();
+    let dead: Vec<&HubEvent> = events.iter().filter(|e| matches!(e, HubEvent::Dead { .. })).collect();
+    assert_eq!(delivered, 1, "{events:?}");
+    assert_eq!(dead.len(), 1, "{events:?}");
+    let HubEvent::Dead { event, source, route, reason } = dead[0] else { unreachable!() };
+    assert_eq!((event, source.as_str(), route.is_some()), (&id, "leads", true));
+    assert!(reason.contains("410"), "{reason}");
+
+    // A dispatch that cannot run is dead without a route.
+    let gone = w.ingest(&lead("L-2", false)).await;
+    w.hub.set_mappings(compile(&[(
+        "other.yaml",
+        "source:\n  id: other\n  description: test\n  verify: none\nroutes:\n  - id: r\n    map: {a: 1}\n    to: {url: https://x.example/}\n",
+    )]));
+    w.run_due().await;
+    let events = seen.take();
+    assert!(
+        events.iter().any(|e| matches!(e, HubEvent::Dead { event, route: None, .. } if *event == gone)),
+        "{events:?}"
+    );
+}

@@ -52,7 +52,7 @@ impl Deployment {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let table = unique("hub-e2e");
-        hub_aws::dynamo::create_table(&clients.dynamodb, &table).await.context("table")?;
+        hub_aws::storage::create_table(&clients.dynamodb, &table).await.context("table")?;
         let bucket = unique("hub-e2e-bodies");
         clients.s3.create_bucket().bucket(&bucket).send().await.context("bucket")?;
         let dlq_url = clients

@@ -20,13 +20,16 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hub_aws::dynamo::{Begin, DynamoStore};
 use hub_aws::mappings::{DLQ_RETENTION, Limits, LiveMappings, MappingRepo, SecretRefresh};
+use hub_aws::metrics::Metrics;
 use hub_aws::sqs::{JobMessage, MAX_VISIBILITY_SECS, SqsQueue, secs_until};
+use hub_aws::storage::DynamoStorage;
 use hub_aws::{AwsError, Clients, Settings};
 use hub_core::error::{ErrorCode, PublicError};
-use hub_core::pipeline::{Hub, JobOutcome, RunOptions};
-use hub_core::ports::{Forwarder, Job};
+use hub_core::pipeline::{DUE_TOLERANCE_MS, Hub, JobOutcome, RunOptions};
+use hub_core::ports::legacy::OnStorage;
+use hub_core::ports::schedule::{Scheduler as _, TimerKey};
+use hub_core::ports::{Forwarder, Job, Queue as _};
 use hub_core::time::{Clock, SystemClock, UnixMillis};
 use hub_http::router::{AppState, admin_routes, error_response, router};
 use serde_json::json;
@@ -45,8 +48,9 @@ struct Inner {
     hub: Arc<Hub>,
     live: LiveMappings,
     repo: MappingRepo,
-    /// The store the hub runs on, for what only this shell does with it (job leases, sweeps).
-    store: DynamoStore,
+    /// The storage the hub runs on, for what only this shell does with it (claims of overdue
+    /// and redelivered jobs).
+    store: DynamoStorage,
     settings: Settings,
     queue: SqsQueue,
     dlq: Option<SqsQueue>,
@@ -75,18 +79,19 @@ impl Shell {
         forwarder: Arc<dyn Forwarder>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = clients.store(&settings);
-        Self::build_on(settings, clients, store, forwarder, clock).await
+        let metrics = Metrics::stdout(settings.metrics_namespace.clone());
+        Self::build_with(settings, clients, metrics, forwarder, clock).await
     }
 
-    /// As [`Shell::build`], on a store built by the caller (tests count its metrics).
-    pub async fn build_on(
+    /// As [`Shell::build`], with the metrics sink given (tests keep the lines in memory).
+    pub async fn build_with(
         settings: Settings,
         clients: &Clients,
-        store: DynamoStore,
+        metrics: Metrics,
         forwarder: Arc<dyn Forwarder>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let store = clients.storage(&settings);
         let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url()?);
         let secrets = clients.secrets(&settings).await.context("loading secrets from Secrets Manager")?;
         let ids = settings.secret_ids();
@@ -107,13 +112,16 @@ impl Shell {
                 .await
                 .context("loading the mapping set")?;
         let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
-        let hub = Arc::new(Hub::new(
-            Arc::new(set),
-            Arc::new(store.clone()),
-            forwarder,
-            clock,
-            Arc::new(queue.clone()),
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                Arc::new(set),
+                Arc::new(OnStorage::new(store.clone())),
+                forwarder,
+                clock,
+                Arc::new(queue.clone()),
+            )
+            .with_observer(Arc::new(metrics)),
+        );
         Ok(Self { inner: Arc::new(Inner { hub, live, repo, store, settings, queue, dlq }) })
     }
 
@@ -303,63 +311,76 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::S
         Job::Dispatch(_) => dispatches.acquire().await.ok(),
         Job::Attempt(..) => None,
     };
-    let receipt = msg.receipt_handle.as_deref();
     let settings = shell.settings();
     let now = shell.hub().now();
-    match shell.inner.store.begin(&job, now, settings.job_lease, settings.max_runs).await {
-        Ok(Begin::Run { source }) => {
-            if matches!(job, Job::Dispatch(_)) && shell.hub().mappings().source(source.as_str()).is_none() {
-                // Pushed a moment ago and not loaded here yet? Look before calling it gone.
-                shell.inner.live.refresh_forced(shell.hub()).await;
-            }
-        }
-        Ok(Begin::Nothing) => return MessageResult::Done,
-        Ok(Begin::Busy(until)) => {
-            // A duplicate of a job another invocation is running: back when its lease ends.
-            info!(job = ?job, "job in progress elsewhere; the message waits for its lease");
-            if let Some(r) = receipt
-                && let Err(e) = shell.inner.queue.retry_after(r, secs_until(until, now)).await
-            {
-                warn!(error = %e, "could not delay the message; it comes back after the queue's visibility timeout");
-            }
-            return MessageResult::Again;
-        }
-        Ok(Begin::Poisoned(runs)) => {
-            let reason = format!(
-                "{runs} runs ended without an outcome (the function crashed, timed out or ran out of memory on this job)"
-            );
-            return match record_dead(shell, &job, reason).await {
-                Ok(()) => MessageResult::Done,
-                Err(e) => {
-                    error!(job = ?job, error = %e, "could not record a job that cannot be processed");
-                    MessageResult::Again
-                }
-            };
-        }
-        Err(e) => {
-            error!(job = ?job, error = %e, "job not started: the store failed; the message comes back");
-            return MessageResult::Again;
-        }
-    }
     let receives: u32 =
         msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
+    if receives > 1 {
+        // The last receive of this message ended without an outcome (the function crashed,
+        // timed out or ran out of memory, or the store failed): that run is counted on the
+        // job's timer, and a job whose runs keep ending so is recorded dead.
+        let lease = UnixMillis(
+            now.0.saturating_add(u64::try_from(settings.job_lease.as_millis()).unwrap_or(u64::MAX)),
+        );
+        match shell
+            .inner
+            .store
+            .claim(&TimerKey::of_job(&job), UnixMillis(now.0.saturating_add(DUE_TOLERANCE_MS)), lease)
+            .await
+        {
+            Ok(Some(claimed)) if claimed.failures > settings.max_runs => {
+                let reason = format!(
+                    "{} runs ended without an outcome (the function crashed, timed out or ran out of memory on this job)",
+                    claimed.failures - 1
+                );
+                return match record_dead(shell, &job, reason).await {
+                    Ok(()) => MessageResult::Done,
+                    Err(e) => {
+                        error!(job = ?job, error = %e, "could not record a job that cannot be processed");
+                        MessageResult::Again
+                    }
+                };
+            }
+            Ok(Some(_)) => {}
+            // Done, or due later (its own message or the tick brings it then).
+            Ok(None) => return MessageResult::Done,
+            Err(e) => {
+                error!(job = ?job, error = %e, "job not started: the store failed; the message comes back");
+                return MessageResult::Again;
+            }
+        }
+    }
+    if let Job::Dispatch(id) = &job
+        && let Ok(Some(ev)) = shell.hub().event(id).await
+        && shell.hub().mappings().source(ev.source.as_str()).is_none()
+    {
+        // Pushed a moment ago and not loaded here yet? Look before calling its source gone.
+        shell.inner.live.refresh_forced(shell.hub()).await;
+    }
+    let receipt = msg.receipt_handle.as_deref();
     let last_chance = receives >= settings.max_receive;
     let opts = RunOptions { last_chance, dead_letter_note: Some(DEAD_LETTER_NOTE.into()) };
     match shell.hub().run_job_with(&job, &opts).await {
         Ok(JobOutcome::Done) => MessageResult::Done,
         Ok(JobOutcome::RetryAt(at)) => {
-            let secs = secs_until(at, shell.hub().now());
-            if secs > MAX_VISIBILITY_SECS {
-                // Longer than a message can stay hidden: the store keeps it due and the
-                // schedule tick sends it again when it is.
-                return MessageResult::Done;
+            // A new message delayed until the retry is due (up to SQS's 15 minutes; later ones
+            // the tick sends when they are due): a waiting retry is never a message in flight.
+            match shell.inner.queue.enqueue(&[(job.clone(), at)], shell.hub().now()).await {
+                Ok(()) => MessageResult::Done,
+                Err(e) => {
+                    warn!(error = %e, "could not queue the retry; this message comes back instead");
+                    if let Some(r) = receipt
+                        && let Err(e) = shell
+                            .inner
+                            .queue
+                            .retry_after(r, secs_until(at, shell.hub().now()).min(MAX_VISIBILITY_SECS))
+                            .await
+                    {
+                        warn!(error = %e, "could not delay the message either; it comes back after the queue's visibility timeout");
+                    }
+                    MessageResult::Again
+                }
             }
-            if let Some(r) = receipt
-                && let Err(e) = shell.inner.queue.retry_after(r, secs).await
-            {
-                warn!(error = %e, "could not delay the retry; it comes back after the queue's visibility timeout");
-            }
-            MessageResult::Again
         }
         Ok(JobOutcome::Exhausted) if last_chance => {
             // The queue's redrive policy moves it to the DLQ on its next receive: now.
@@ -424,10 +445,25 @@ pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
     let cutoff = UnixMillis(now.0.saturating_sub(grace));
     let lease = u64::try_from(settings.sweep_lease.as_millis()).unwrap_or(u64::MAX);
     let until = UnixMillis(now.0.saturating_add(lease));
-    let jobs: Vec<(Job, UnixMillis)> =
-        shell.inner.store.sweep(cutoff, SWEEP_LIMIT, until).await?.into_iter().map(|j| (j, now)).collect();
+    let store = &shell.inner.store;
+    let due = store.due(cutoff, SWEEP_LIMIT).await?;
+    // Claimed concurrently: a claim is one conditional write.
+    let claims = due.iter().map(|t| store.claim(&t.key, cutoff, until));
+    let mut jobs: Vec<(Job, UnixMillis)> = Vec::new();
+    for claimed in futures_util::future::join_all(claims).await {
+        let Some(claimed) = claimed? else { continue };
+        let Some(job) = claimed.timer.as_job().cloned() else { continue };
+        if claimed.failures > settings.max_runs {
+            let reason = format!(
+                "{} runs ended without an outcome (the function crashed, timed out or ran out of memory on this job, or its messages were lost)",
+                claimed.failures - 1
+            );
+            record_dead(shell, &job, reason).await?;
+            continue;
+        }
+        jobs.push((job, now));
+    }
     if !jobs.is_empty() {
-        use hub_core::ports::Queue as _;
         shell.inner.queue.enqueue(&jobs, now).await.map_err(|e| anyhow::anyhow!(e))?;
         info!(swept = jobs.len(), "overdue jobs sent to the queue");
     }

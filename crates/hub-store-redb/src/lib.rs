@@ -95,7 +95,7 @@ impl OpenError {
 
 enum Op {
     Commit(Commit, oneshot::Sender<Result<(), CommitError>>),
-    Claim(TimerKey, UnixMillis, UnixMillis, oneshot::Sender<Result<Option<Timer>, StoreError>>),
+    Claim(TimerKey, UnixMillis, UnixMillis, oneshot::Sender<Result<Option<Scheduled>, StoreError>>),
     Purge(UnixMillis, usize, oneshot::Sender<Result<Purged, StoreError>>),
 }
 
@@ -699,16 +699,6 @@ fn cancel_timer(txn: &WriteTransaction, key: &str) -> Result<(), Broken> {
     Ok(())
 }
 
-/// Moves a set timer to `due`, keeping its failures.
-fn move_timer(txn: &WriteTransaction, key: &str, due: UnixMillis) -> Result<(), Broken> {
-    let fails = txn.open_table(JOB_FAILS)?.get(key)?.map(|g| g.value());
-    set_job(txn, key, Some(due))?;
-    if let Some(n) = fails {
-        txn.open_table(JOB_FAILS)?.insert(key, n)?;
-    }
-    Ok(())
-}
-
 /// The payload of the timer under `key` (a job's is its key).
 fn payload_of(
     data: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -887,7 +877,7 @@ fn claim(
     key: &TimerKey,
     now: UnixMillis,
     until: UnixMillis,
-) -> OpResult<Option<Timer>> {
+) -> OpResult<Option<Scheduled>> {
     let k = key.as_str();
     let Some(due) = txn.open_table(JOB_DUE)?.get(k)?.map(|g| g.value()) else { return Ok(Ok(None)) };
     if due > now.0 {
@@ -898,8 +888,10 @@ fn claim(
         Ok(None) => return Ok(Err(StoreError::Corrupt(format!("timer {k} has no payload")))),
         Err(e) => return Ok(Err(e)),
     };
-    move_timer(txn, k, until)?;
-    Ok(Ok(Some(Timer { key: key.clone(), due: until, payload })))
+    let failures = txn.open_table(JOB_FAILS)?.get(k)?.map_or(0, |g| g.value()).saturating_add(1);
+    set_job(txn, k, Some(until))?;
+    txn.open_table(JOB_FAILS)?.insert(k, failures)?;
+    Ok(Ok(Some(Scheduled { timer: Timer { key: key.clone(), due: until, payload }, failures })))
 }
 
 impl RedbStore {
@@ -1078,7 +1070,7 @@ impl Scheduler for RedbStore {
         key: &TimerKey,
         now: UnixMillis,
         until: UnixMillis,
-    ) -> Result<Option<Timer>, StoreError> {
+    ) -> Result<Option<Scheduled>, StoreError> {
         let key = key.clone();
         self.write(move |tx| Op::Claim(key, now, until, tx)).await
     }

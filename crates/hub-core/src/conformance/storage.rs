@@ -286,9 +286,17 @@ pub mod scheduler {
         .await;
         let won = [a.unwrap(), b.unwrap()].into_iter().flatten().collect::<Vec<_>>();
         assert_eq!(won.len(), 1, "exactly one claim wins: {won:?}");
-        assert_eq!(won[0].due, at(T0 + 60_000));
+        assert_eq!((won[0].timer.due, won[0].failures), (at(T0 + 60_000), 1), "the claim counts a run");
         assert!(s.due(at(T0 + 59_999), 10).await.unwrap().is_empty(), "leased until the claim's end");
         assert_eq!(s.due(at(T0 + 60_000), 10).await.unwrap().len(), 1, "due again when the lease ends");
+        let again = s.claim(&key, at(T0 + 60_000), at(T0 + 120_000)).await.unwrap().expect("claimed again");
+        assert_eq!(again.failures, 2, "every run without an outcome counts");
+        commit(&*s, T0, vec![Change::SetTimer(data("t", "x", T0 + 200_000, 1))]).await.unwrap();
+        assert_eq!(
+            s.timer(&key).await.unwrap().expect("set").failures,
+            0,
+            "an outcome starts the count again"
+        );
     }
 
     pub async fn a_timer_not_due_or_not_set_cannot_be_claimed<S: Storage>(s: Arc<S>) {

@@ -22,7 +22,7 @@ pub enum HubEvent {
     /// An attempt failed and the delivery is due again.
     Retrying { route: RouteId, status: Option<u16>, next: UnixMillis },
     /// A delivery (or a dispatch, `route: None`) is dead.
-    Dead { route: Option<RouteId>, reason: String },
+    Dead { event: EventId, source: SourceId, route: Option<RouteId>, reason: String },
     /// A job failed on the store (`code`: [`super::StoreError::code`]).
     StoreFailed { code: &'static str },
 }

@@ -99,8 +99,9 @@ pub struct Scheduled {
 
 /// Contract: a timer is due from its `due` time until it is cleared or moved; [`Scheduler::due`]
 /// returns due timers earliest first; a claim moves a due timer's time forward (its lease) so
-/// that no other sweeper picks it before the lease ends, and only one of two concurrent claims of
-/// the same timer succeeds. Timers fire at least once: whoever runs one must tolerate a second
+/// that no other sweeper picks it before the lease ends, only one of two concurrent claims of
+/// the same timer succeeds, and each claim counts as a run without outcome (its `failures`
+/// grow by one until something sets, moves or clears the timer). Timers fire at least once: whoever runs one must tolerate a second
 /// run (the commit that clears it says whether it ran already).
 #[async_trait]
 pub trait Scheduler: Send + Sync {
@@ -110,12 +111,12 @@ pub trait Scheduler: Send + Sync {
     async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
     /// The timer under `key`, if set.
     async fn timer(&self, key: &TimerKey) -> Result<Option<Scheduled>, StoreError>;
-    /// If the timer is due at `now`, moves it to `until` and returns it; `None` when it is not
-    /// set, not due yet, or claimed by someone else first.
+    /// If the timer is due at `now`, moves it to `until`, counts the run, and returns it with
+    /// its count; `None` when it is not set, not due yet, or claimed by someone else first.
     async fn claim(
         &self,
         key: &TimerKey,
         now: UnixMillis,
         until: UnixMillis,
-    ) -> Result<Option<Timer>, StoreError>;
+    ) -> Result<Option<Scheduled>, StoreError>;
 }

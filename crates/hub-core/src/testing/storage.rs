@@ -359,14 +359,15 @@ impl Scheduler for MemoryStorage {
         key: &TimerKey,
         now: UnixMillis,
         until: UnixMillis,
-    ) -> Result<Option<Timer>, StoreError> {
+    ) -> Result<Option<Scheduled>, StoreError> {
         let mut t = self.writable()?;
         let Some(s) = t.timers.get(key).cloned() else { return Ok(None) };
         if s.timer.due > now {
             return Ok(None);
         }
-        let claimed = Timer { due: until, ..s.timer };
-        t.set_timer(claimed.clone(), s.failures);
+        let claimed =
+            Scheduled { timer: Timer { due: until, ..s.timer }, failures: s.failures.saturating_add(1) };
+        t.set_timer(claimed.timer.clone(), claimed.failures);
         Ok(Some(claimed))
     }
 }

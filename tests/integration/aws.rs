@@ -712,15 +712,16 @@ async fn aws_a_job_whose_runs_keep_dying_is_recorded_dead_not_handed_over_foreve
     assert_eq!(hub_lambda::tick(&deliver).await.expect("tick").swept, 0);
     let ev = aws.event(id.as_str()).await;
     assert_eq!(ev.status(), EventStatus::Dead);
+    let d = &ev.current_deliveries()[0];
     assert!(
-        ev.dispatch_error.as_deref().unwrap_or("").contains("2 runs ended without an outcome"),
+        d.last_error.as_deref().unwrap_or("").contains("2 runs ended without an outcome"),
         "{:?}",
-        ev.dispatch_error
+        d.last_error
     );
     assert!(dest.received().is_empty());
     assert_eq!(hub_lambda::tick(&deliver).await.expect("tick").swept, 0, "nothing is due any more");
     let lines = metrics.lock().expect("metrics").clone();
-    assert!(lines.len() == 1 && lines[0].contains(r#""kind":"dispatch""#), "{lines:?}");
+    assert!(lines.len() == 1 && lines[0].contains(r#""kind":"delivery""#), "{lines:?}");
 }
 
 #[tokio::test]

@@ -76,6 +76,9 @@ pub const DEFAULT_TIMER_SHARDS: u32 = 32;
 pub const INLINE_BODY_MAX: usize = 64 * 1024;
 /// Largest deflated delivery document kept in its item (an item holds 400 KB).
 pub const INLINE_DOC_MAX: usize = 100 * 1024;
+/// How long a dedup key held by an event that was never stored stays held: longer than any
+/// ingest call runs, so its writer has given up.
+pub const DEDUP_TAKEOVER_MS: u64 = 120_000;
 /// Most items in one transaction (DynamoDB's limit is 100; one is the event).
 const TX_MAX: usize = 99;
 
@@ -550,6 +553,7 @@ impl DynamoStorage {
                 ("sk", s("k")),
                 ("ev", s(ev.id.as_str())),
                 ("until", n(until)),
+                ("at", n(ev.received_at.0)),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -781,6 +785,98 @@ impl DynamoStorage {
                     return Err(StoreError::Conflict(sdk_error(&e)).into());
                 }
             }
+        }
+    }
+
+    /// An accept without a transaction: the dedup key first (a held key refuses the accept
+    /// before anything else is written), then the deliveries, then the event item, which makes
+    /// it visible. A failure in between leaves a key held by an event that does not exist:
+    /// once [`DEDUP_TAKEOVER_MS`] has passed (no writer is still at it), the next copy of the
+    /// webhook takes the key over. Deliveries without their event are never read (an attempt
+    /// reads the event) and expire.
+    async fn accept_in_order(
+        &self,
+        received_at: UnixMillis,
+        mut writes: Vec<Write>,
+    ) -> Result<(), CommitError> {
+        if writes.first().is_some_and(|w| matches!(w.on_fail, OnFail::Duplicate)) {
+            let dedup = writes.remove(0);
+            self.claim_dedup(dedup, received_at).await?;
+        }
+        let event = writes.pop().ok_or_else(|| corrupt("no event write"))?;
+        self.put_blobs(&writes).await?;
+        let items: Vec<Item> = writes
+            .iter()
+            .filter_map(|w| w.op.as_ref().and_then(|o| o.put()).map(|p| p.item().clone()))
+            .collect();
+        if !items.is_empty() {
+            crate::batch_put(&self.ddb, &self.table, items).await.map_err(|e| unavailable(e.to_string()))?;
+        }
+        self.send_one(event).await
+    }
+
+    /// Puts a dedup key on condition that it is free; a key held by an event that was never
+    /// stored (its writer failed half-way) is taken over after [`DEDUP_TAKEOVER_MS`].
+    async fn claim_dedup(&self, w: Write, received_at: UnixMillis) -> Result<(), CommitError> {
+        let Some(p) = w.op.as_ref().and_then(|o| o.put()) else { return Ok(()) };
+        let item = p.item().clone();
+        let r = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .set_condition_expression(p.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(p.expression_attribute_names().cloned())
+            .set_expression_attribute_values(p.expression_attribute_values().cloned())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match r {
+            Ok(_) => return Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c),
+                ) => c.item().cloned().unwrap_or_default(),
+                _ => return Err(unavailable(sdk_error(&e)).into()),
+            },
+        };
+        let Some(holder) = get_s(&old, "ev").map(EventId::new) else {
+            return Err(corrupt("dedup item without its event").into());
+        };
+        let claimed_at = get_n(&old, "at").unwrap_or(0);
+        let fresh = received_at.0 < claimed_at.saturating_add(DEDUP_TAKEOVER_MS);
+        // A copy accepted at this very moment: its event item follows its key within
+        // milliseconds, so look a few times before answering.
+        for _ in 0..if fresh { 20 } else { 1 } {
+            if self.get(event_pk(&holder), "e").await?.is_some() {
+                return Err(Conflict::Duplicate(holder).into());
+            }
+            if fresh {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if fresh {
+            return Err(StoreError::Conflict(
+                "the first copy of this webhook is still being stored; send it again shortly".into(),
+            )
+            .into());
+        }
+        let r = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("ev = :holder")
+            .expression_attribute_values(":holder", s(holder.as_str()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict("another copy of this webhook took its dedup key first".into())
+                    .into())
+            }
+            Err(e) => Err(unavailable(sdk_error(&e)).into()),
         }
     }
 
@@ -1047,8 +1143,10 @@ impl Committer for DynamoStorage {
             let run = uuid::Uuid::now_v7().simple().to_string();
             let retention = u64::try_from(ev.retention.as_millis()).unwrap_or(u64::MAX);
             let exp = ev.received_at.0.saturating_add(retention).max(at.0.saturating_add(retention));
+            let received_at = ev.received_at;
             let mut writes =
                 self.accept_writes(ev, Some((at, &run, deliveries.len(), error.as_deref()))).await?;
+            let event_write = writes.pop().ok_or_else(|| corrupt("no event write"))?;
             for (i, d) in deliveries.iter().enumerate() {
                 let (mut item, blob) = self.delivery_item(&id, d, &run, i, exp)?;
                 if !d.status.is_final() {
@@ -1056,7 +1154,14 @@ impl Committer for DynamoStorage {
                 }
                 writes.push(Write { blob, ..write(put(&self.table, item, None, vec![])?, OnFail::Nothing) });
             }
-            return self.send(writes, Some(accept_token(&id))).await;
+            writes.push(event_write);
+            return self.accept_in_order(received_at, writes).await;
+        }
+        if let [Change::Accept(_)] = changes.as_slice() {
+            let Some(Change::Accept(ev)) = changes.pop() else { unreachable!("matched above") };
+            let received_at = ev.received_at;
+            let writes = self.accept_writes(ev, None).await?;
+            return self.accept_in_order(received_at, writes).await;
         }
         if let [Change::Dispatch { deliveries, .. }] = changes.as_slice()
             && deliveries.len() >= TX_MAX
@@ -1117,7 +1222,7 @@ impl EventLog for DynamoStorage {
         &self,
         event: &EventId,
         delivery: &DeliveryId,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
+    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError> {
         let (ev, d) = futures_util::future::join(
             self.get(event_pk(event), "e"),
             self.get(event_pk(event), &delivery_sk(delivery)),
@@ -1129,7 +1234,8 @@ impl EventLog for DynamoStorage {
             // Written by a dispatch that lost its race: never committed.
             return Ok(None);
         }
-        self.delivery_of(&d).await.map(Some)
+        let source = get_s(&ev, "src").map(SourceId::new).ok_or_else(|| corrupt("event item without src"))?;
+        Ok(Some((source, self.delivery_of(&d).await?)))
     }
 
     async fn page(&self, q: &EventQuery) -> Result<EventPage, StoreError> {

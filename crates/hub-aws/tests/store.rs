@@ -75,6 +75,45 @@ async fn an_accept_sent_again_after_it_succeeded_is_acknowledged_not_refused() {
     assert_eq!(due.iter().map(|t| t.key.clone()).collect::<Vec<_>>(), vec![TimerKey::dispatch(&id)]);
 }
 
+/// A dedup key whose event was never stored (its writer failed between the two writes) is
+/// taken over by the next copy once no writer can still be at it; before that, the copy is
+/// answered with a retryable conflict, never as a duplicate of nothing.
+#[tokio::test]
+async fn a_dedup_key_of_an_event_never_stored_is_taken_over() {
+    let Some(c) = emulator_clients().await else { return };
+    let (s, table) = storage(&c).await;
+    let received = 10_000_000;
+    let put_key = |at: u64| {
+        let (ddb, table) = (c.dynamodb.clone(), table.clone());
+        async move {
+            let pk = {
+                use sha2::Digest;
+                format!("k#shop#{}", hex::encode(sha2::Sha256::digest(b"k-1")))
+            };
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", AttributeValue::S(pk))
+                .item("sk", AttributeValue::S("k".into()))
+                .item("ev", AttributeValue::S("evt_never_stored".into()))
+                .item("until", AttributeValue::N((received + 60_000).to_string()))
+                .item("at", AttributeValue::N(at.to_string()))
+                .send()
+                .await
+                .expect("put");
+        }
+    };
+    put_key(received - 1_000).await;
+    let ev = event(received);
+    let r = s.commit(Commit::new(UnixMillis(received)).with(Change::Accept(ev.clone()))).await;
+    assert!(
+        matches!(&r, Err(hub_core::ports::commit::CommitError::Store(e)) if e.is_retryable()),
+        "a fresh key is someone's write in progress: {r:?}"
+    );
+    put_key(received - hub_aws::storage::DEDUP_TAKEOVER_MS - 1).await;
+    s.commit(Commit::new(UnixMillis(received)).with(Change::Accept(ev.clone()))).await.expect("taken over");
+    assert!(s.event(&ev.id).await.expect("read").is_some());
+}
+
 /// A rendered request too large for an item (a raw forward of a big body) is kept in the
 /// bucket, read back whole, and replaced by its attempt's outcome.
 #[tokio::test]
@@ -89,7 +128,7 @@ async fn a_delivery_too_large_for_an_item_is_kept_in_the_bucket() {
     let mut d = delivery(1_000, Bytes::from(big.clone()));
     let change = Change::Dispatch { event: id.clone(), deliveries: vec![d.clone()], error: None };
     s.commit(Commit::new(UnixMillis(1_000)).with(change)).await.expect("dispatch");
-    let got = s.delivery(&id, &d.id).await.expect("read").expect("stored");
+    let (_, got) = s.delivery(&id, &d.id).await.expect("read").expect("stored");
     assert_eq!(got.request.as_ref().map(|r| r.body.len()), Some(big.len()));
     assert_eq!(got, d);
     d.status = DeliveryStatus::Delivered;

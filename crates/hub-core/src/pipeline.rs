@@ -125,6 +125,10 @@ pub enum JobOutcome {
     RetryAt(UnixMillis),
     /// The delivery failed and its retries are exhausted: it is dead.
     Exhausted,
+    /// The mapping set in force here lacks the job's source or route (with
+    /// [`RunOptions::report_missing_mappings`]); nothing was recorded: load the newest set and
+    /// run the job again.
+    MappingsMissing,
 }
 
 /// An attempt this early is still run: clocks of the machines that schedule and run jobs
@@ -138,6 +142,10 @@ pub struct RunOptions {
     pub last_chance: bool,
     /// Said in the record of a delivery whose retries ran out (e.g. where its message went).
     pub dead_letter_note: Option<String>,
+    /// A job whose source or route the mapping set in force lacks is answered
+    /// [`JobOutcome::MappingsMissing`] instead of being recorded dead (a shell whose sets may
+    /// lag behind a push loads the newest first).
+    pub report_missing_mappings: bool,
 }
 
 /// The hub's use cases over its ports. Shells reach the ports only through these.
@@ -309,6 +317,11 @@ impl Hub {
             .dedup_key(&env, &req.headers, &req.body)
             .map(|(k, window)| (k, req.received_at.plus(window)));
         let received_at = req.received_at;
+        // Routes that make a known, small number of deliveries are evaluated now, from the
+        // stored copy, and committed with the event: no dispatch job, one commit.
+        let at_ingest = source.dispatches_at_ingest();
+        let planned =
+            if at_ingest { Some(plan(source, &id, received_at, &stored, self.clock.now())?) } else { None };
         let event = NewEvent {
             id,
             source: source.id.clone(),
@@ -322,12 +335,50 @@ impl Hub {
             dedup,
             retention: source.retention,
         };
-        match self.store.accept(event).await? {
+        let accepted = match &planned {
+            Some((deliveries, error)) => {
+                self.store
+                    .accept_dispatched(event, deliveries.clone(), error.clone(), self.clock.now())
+                    .await?
+            }
+            None => self.store.accept(event).await?,
+        };
+        match accepted {
             Acceptance::Accepted(event_id) => {
                 info!(source = %source.id, event = %event_id, "accepted");
                 self.observer
                     .observe(&HubEvent::Accepted { source: source.id.clone(), event: event_id.clone() });
-                self.enqueue(&[(Job::Dispatch(event_id.clone()), received_at)]).await;
+                match planned {
+                    Some((deliveries, error)) => {
+                        self.observer.observe(&HubEvent::Dispatched {
+                            event: event_id.clone(),
+                            deliveries: deliveries.len(),
+                        });
+                        if let Some(e) = &error {
+                            self.dead(&event_id, &source.id, None, e);
+                        }
+                        for d in deliveries.iter().filter(|d| d.status == DeliveryStatus::Dead) {
+                            self.dead(
+                                &event_id,
+                                &source.id,
+                                Some(&d.route),
+                                d.last_error.as_deref().unwrap_or(""),
+                            );
+                        }
+                        let jobs: Vec<(Job, UnixMillis)> = deliveries
+                            .iter()
+                            .filter(|d| !d.status.is_final())
+                            .map(|d| {
+                                (
+                                    Job::Attempt(event_id.clone(), d.id.clone()),
+                                    d.next_attempt_at.unwrap_or(received_at),
+                                )
+                            })
+                            .collect();
+                        self.enqueue(&jobs).await;
+                    }
+                    None => self.enqueue(&[(Job::Dispatch(event_id.clone()), received_at)]).await,
+                }
                 Ok(Ingested { event_id, duplicate: false, challenge: None })
             }
             Acceptance::Duplicate(event_id) => {
@@ -347,7 +398,7 @@ impl Hub {
 
     pub async fn run_job_with(&self, job: &Job, opts: &RunOptions) -> Result<JobOutcome, StoreError> {
         match job {
-            Job::Dispatch(id) => self.dispatch(id).await.map(|()| JobOutcome::Done),
+            Job::Dispatch(id) => self.dispatch(id, opts).await,
             Job::Attempt(id, d) => self.attempt(id, d, opts).await,
         }
     }
@@ -366,25 +417,30 @@ impl Hub {
         Ok(())
     }
 
-    async fn dispatch(&self, id: &EventId) -> Result<(), StoreError> {
+    async fn dispatch(&self, id: &EventId, opts: &RunOptions) -> Result<JobOutcome, StoreError> {
         let now = self.clock.now();
         let (Some(ev), Some(body)) = (self.store.event(id).await?, self.store.body(id).await?) else {
             warn!(event = %id, "dispatch of an unknown event dropped");
             self.store.save_dispatch(id, Vec::new(), Some("event not found".into()), now).await?;
-            return Ok(());
+            return Ok(JobOutcome::Done);
         };
         let mappings = self.mappings();
         let Some(source) = mappings.source(ev.source.as_str()) else {
+            if opts.report_missing_mappings {
+                return Ok(JobOutcome::MappingsMissing);
+            }
             let msg = format!("source `{}` is not configured any more", ev.source);
             warn!(event = %id, "{msg}");
-            return self.dispatch_failed(id, &ev.source, msg, now).await;
+            self.dispatch_failed(id, &ev.source, msg, now).await?;
+            return Ok(JobOutcome::Done);
         };
         let req = raw_request(&ev, body);
         let parsed = match admit(source, &req, false) {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("body no longer parses for this source: {e}");
-                return self.dispatch_failed(id, &ev.source, msg, now).await;
+                self.dispatch_failed(id, &ev.source, msg, now).await?;
+                return Ok(JobOutcome::Done);
             }
         };
         let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
@@ -395,7 +451,8 @@ impl Hub {
                 .collect::<Vec<_>>(),
             Err(e) => {
                 warn!(event = %id, error = %e, "dispatch over the per-event limits; the event is dead");
-                return self.dispatch_failed(id, &ev.source, e.0, now).await;
+                self.dispatch_failed(id, &ev.source, e.0, now).await?;
+                return Ok(JobOutcome::Done);
             }
         };
         let jobs: Vec<(Job, UnixMillis)> = deliveries
@@ -419,7 +476,7 @@ impl Hub {
         } else {
             info!(event = %id, "dispatched already; this run changed nothing");
         }
-        Ok(())
+        Ok(JobOutcome::Done)
     }
 
     /// Records an attempt's outcome and, when it was recorded (not a second run), says what
@@ -460,13 +517,12 @@ impl Hub {
         did: &DeliveryId,
         opts: &RunOptions,
     ) -> Result<JobOutcome, StoreError> {
-        let Some(ev) = self.store.event(id).await? else { return Ok(JobOutcome::Done) };
-        let Some(mut d) = ev.deliveries.iter().find(|d| &d.id == did).cloned() else {
+        let Some((source_id, mut d)) = self.store.delivery(id, did).await? else {
             return Ok(JobOutcome::Done);
         };
         if d.status.is_final() {
             // A stale job (e.g. after a crash between send and record): clear it.
-            self.record_attempt(id, &ev.source, d).await?;
+            self.record_attempt(id, &source_id, d).await?;
             return Ok(JobOutcome::Done);
         }
         if let Some(due) = d.next_attempt_at
@@ -479,17 +535,20 @@ impl Hub {
             return Ok(JobOutcome::Done);
         }
         let mappings = self.mappings();
-        let route = mappings.source(ev.source.as_str()).and_then(|s| s.route(&d.route));
+        let route = mappings.source(source_id.as_str()).and_then(|s| s.route(&d.route));
+        if route.is_none() && opts.report_missing_mappings {
+            return Ok(JobOutcome::MappingsMissing);
+        }
         let (Some(route), Some(mut request)) = (route, d.request.clone()) else {
             d.status = DeliveryStatus::Dead;
             d.next_attempt_at = None;
             d.last_error = Some(match d.request {
                 None => d.last_error.clone().unwrap_or_else(|| "nothing to send".into()),
                 Some(_) => {
-                    format!("route `{}` of source `{}` is not configured any more", d.route, ev.source)
+                    format!("route `{}` of source `{}` is not configured any more", d.route, source_id)
                 }
             });
-            self.record_attempt(id, &ev.source, d).await?;
+            self.record_attempt(id, &source_id, d).await?;
             return Ok(JobOutcome::Done);
         };
         // The request was rendered for the route's destination as it was then. When the route
@@ -508,7 +567,7 @@ impl Hub {
             d.status = DeliveryStatus::Dead;
             d.next_attempt_at = None;
             d.last_error = Some(msg);
-            self.record_attempt(id, &ev.source, d).await?;
+            self.record_attempt(id, &source_id, d).await?;
             return Ok(JobOutcome::Done);
         }
         // Credentials (auth, a secret URL) are added here, never stored with the request.
@@ -574,8 +633,32 @@ impl Hub {
                 JobOutcome::Done
             }
         };
-        if self.record_attempt(id, &ev.source, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
+        if self.record_attempt(id, &source_id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
     }
+}
+
+/// The deliveries a source's routes make of a stored request (the redacted copy, as a dispatch
+/// renders it), due at `now`; or, when the event is over the per-event limits, no deliveries and
+/// why.
+pub fn plan(
+    source: &CompiledSource,
+    id: &EventId,
+    received_at: UnixMillis,
+    stored: &RawRequest,
+    now: UnixMillis,
+) -> Result<(Vec<DeliveryRecord>, Option<String>), IngestError> {
+    let parsed = admit(source, stored, false)?;
+    let env = source.envelope(id, received_at, &stored.headers, stored.query.as_deref(), parsed);
+    Ok(match source.evaluate(&env, stored, &mut DeliveryId::generate) {
+        Ok(rendered) => (
+            rendered
+                .into_iter()
+                .map(|r| new_delivery(r.route, r.delivery, r.result.map_err(|e| e.0), now))
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.0)),
+    })
 }
 
 /// A delivery as created by a dispatch: pending and due now, or dead when rendering failed.

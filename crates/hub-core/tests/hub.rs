@@ -120,14 +120,30 @@ impl World {
 }
 
 #[tokio::test]
-async fn an_accepted_webhook_is_stored_and_its_dispatch_queued() {
+async fn an_accepted_webhook_is_stored_with_its_deliveries_and_their_attempts_queued() {
     let w = world();
     let id = w.ingest(&lead("L-1", false)).await;
     let ev = w.store.event(&id).await.expect("read").expect("stored");
-    assert_eq!((ev.source.as_str(), ev.status(), ev.received_at), ("leads", EventStatus::Received, T0));
+    assert_eq!((ev.source.as_str(), ev.status(), ev.received_at), ("leads", EventStatus::Pending, T0));
     assert_eq!(w.store.body(&id).await.expect("read").as_deref(), Some(lead("L-1", false).as_bytes()));
-    assert_eq!(w.queue.take(), vec![(Job::Dispatch(id.clone()), T0)], "the fast path was told");
-    assert_eq!(w.store.queued(), vec![(Job::Dispatch(id), T0)], "and the store has it due");
+    // Routes were evaluated at acceptance, in the same commit: no dispatch job.
+    assert_eq!((ev.dispatches, ev.deliveries.len()), (1, 1));
+    let attempt = Job::Attempt(id.clone(), ev.deliveries[0].id.clone());
+    assert_eq!(w.queue.take(), vec![(attempt.clone(), T0)], "the fast path was told");
+    assert_eq!(w.store.queued(), vec![(attempt, T0)], "and the store has it due");
+}
+
+#[tokio::test]
+async fn a_source_that_fans_out_is_dispatched_by_a_job() {
+    let fan = LEADS.replace("  - id: vip\n", "  - id: vip\n    for_each: $.body.tags[*]\n");
+    let w = world();
+    w.hub.set_mappings(compile(&[("leads.yaml", &fan)]));
+    let id = w.ingest(r#"{"id": "L-9", "email": "a@b.c", "vip": true, "tags": ["x", "y"]}"#).await;
+    assert_eq!(w.status(&id).await, EventStatus::Received);
+    assert_eq!(w.queue.take(), vec![(Job::Dispatch(id.clone()), T0)]);
+    w.run_due().await;
+    let ev = w.store.event(&id).await.expect("read").expect("stored");
+    assert_eq!((ev.deliveries.len(), ev.status()), (3, EventStatus::Delivered));
 }
 
 #[tokio::test]
@@ -181,18 +197,16 @@ async fn a_lost_enqueue_still_runs_from_the_store() {
     let w = world();
     w.queue.fail(Some("queue down"));
     let id = w.ingest(&lead("L-1", false)).await;
-    assert_eq!(w.store.queued(), vec![(Job::Dispatch(id.clone()), T0)]);
+    let did = w.store.event(&id).await.expect("read").expect("stored").deliveries[0].id.clone();
+    assert_eq!(w.store.queued(), vec![(Job::Attempt(id.clone(), did), T0)]);
     w.run_due().await;
     assert_eq!(w.status(&id).await, EventStatus::Delivered);
 }
 
 #[tokio::test]
-async fn dispatch_renders_the_routes_that_fire_and_the_attempt_adds_credentials() {
+async fn the_routes_that_fire_are_rendered_and_the_attempt_adds_credentials() {
     let w = world();
     let id = w.ingest(&lead("L-1", true)).await;
-    w.queue.take();
-    let outcome = w.hub.run_job(&Job::Dispatch(id.clone())).await.expect("dispatch");
-    assert_eq!(outcome, JobOutcome::Done);
     let ev = w.store.event(&id).await.expect("read").expect("stored");
     assert_eq!(ev.status(), EventStatus::Pending);
     let routes: Vec<&str> = ev.current_deliveries().iter().map(|d| d.route.as_str()).collect();
@@ -202,6 +216,9 @@ async fn dispatch_renders_the_routes_that_fire_and_the_attempt_adds_credentials(
     assert!(stored.headers.iter().all(|(k, _)| k != "authorization"), "credentials are never stored");
     let queued: Vec<Job> = w.queue.take().into_iter().map(|(j, _)| j).collect();
     assert_eq!(queued.len(), 2, "one attempt per delivery: {queued:?}");
+    // A dispatch job for it (a duplicate message, a sweep) changes nothing.
+    assert_eq!(w.hub.run_job(&Job::Dispatch(id.clone())).await.expect("dispatch"), JobOutcome::Done);
+    assert_eq!(w.store.event(&id).await.expect("read").expect("stored").dispatches, 1);
 
     w.run_due().await;
     let sent = w.dest.sent();
@@ -297,8 +314,11 @@ async fn a_last_chance_attempt_is_dead_at_once_with_the_shells_note() {
     let id = w.ingest(&lead("L-1", false)).await;
     w.hub.run_job(&Job::Dispatch(id.clone())).await.expect("dispatch");
     let did = w.store.event(&id).await.expect("read").expect("stored").current_deliveries()[0].id.clone();
-    let opts =
-        RunOptions { last_chance: true, dead_letter_note: Some("moved to the dead-letter queue".into()) };
+    let opts = RunOptions {
+        last_chance: true,
+        dead_letter_note: Some("moved to the dead-letter queue".into()),
+        ..RunOptions::default()
+    };
     let outcome = w.hub.run_job_with(&Job::Attempt(id.clone(), did), &opts).await.expect("attempt");
     assert_eq!(outcome, JobOutcome::Exhausted);
     let d = w.store.event(&id).await.expect("read").expect("stored").current_deliveries()[0].clone();
@@ -384,13 +404,21 @@ async fn a_pending_delivery_whose_route_moved_is_not_sent_to_the_old_host() {
 }
 
 #[tokio::test]
-async fn a_source_removed_before_dispatch_is_recorded_dead_with_the_reason() {
+async fn a_source_removed_before_its_delivery_or_replay_is_recorded_dead_with_the_reason() {
     let w = world();
     let id = w.ingest(&lead("L-1", false)).await;
     w.hub.set_mappings(compile(&[(
         "other.yaml",
         "source:\n  id: other\n  description: test\n  verify: none\nroutes:\n  - id: r\n    map: {a: 1}\n    to: {url: https://x.example/}\n",
     )]));
+    w.run_due().await;
+    let ev = w.store.event(&id).await.expect("read").expect("stored");
+    assert_eq!(ev.status(), EventStatus::Dead);
+    let d = &ev.current_deliveries()[0];
+    assert!(d.last_error.as_deref().is_some_and(|e| e.contains("not configured")), "{ev:?}");
+    assert!(w.dest.sent().is_empty());
+    // A replay cannot dispatch it either: the dispatch is dead with the reason.
+    w.hub.replay(&id).await.expect("replay");
     w.run_due().await;
     let ev = w.store.event(&id).await.expect("read").expect("stored");
     assert_eq!(ev.status(), EventStatus::Dead);
@@ -460,9 +488,27 @@ async fn the_observer_hears_what_became_of_each_webhook() {
         "source:\n  id: other\n  description: test\n  verify: none\nroutes:\n  - id: r\n    map: {a: 1}\n    to: {url: https://x.example/}\n",
     )]));
     w.run_due().await;
+    w.hub.replay(&gone).await.expect("replay");
+    w.run_due().await;
     let events = seen.take();
     assert!(
         events.iter().any(|e| matches!(e, HubEvent::Dead { event, route: None, .. } if *event == gone)),
         "{events:?}"
     );
+}
+
+#[tokio::test]
+async fn a_shell_whose_mappings_may_lag_hears_of_a_missing_route_before_anything_is_recorded() {
+    let w = world();
+    let id = w.ingest(&lead("L-1", false)).await;
+    let did = w.store.event(&id).await.expect("read").expect("stored").deliveries[0].id.clone();
+    w.hub.set_mappings(compile(&[("leads.yaml", &LEADS.replace("id: crm", "id: crm-v2"))]));
+    let job = Job::Attempt(id.clone(), did);
+    let opts = RunOptions { report_missing_mappings: true, ..RunOptions::default() };
+    assert_eq!(w.hub.run_job_with(&job, &opts).await.expect("run"), JobOutcome::MappingsMissing);
+    assert_eq!(w.status(&id).await, EventStatus::Pending, "nothing recorded");
+    assert!(w.dest.sent().is_empty());
+    // Still missing once the newest set is loaded: now it is recorded dead.
+    assert_eq!(w.hub.run_job(&job).await.expect("run"), JobOutcome::Done);
+    assert_eq!(w.status(&id).await, EventStatus::Dead);
 }

@@ -350,18 +350,23 @@ async fn deliver_one(shell: &Shell, msg: SqsMessage, dispatches: &tokio::sync::S
             }
         }
     }
-    if let Job::Dispatch(id) = &job
-        && let Ok(Some(ev)) = shell.hub().event(id).await
-        && shell.hub().mappings().source(ev.source.as_str()).is_none()
-    {
-        // Pushed a moment ago and not loaded here yet? Look before calling its source gone.
-        shell.inner.live.refresh_forced(shell.hub()).await;
-    }
     let receipt = msg.receipt_handle.as_deref();
     let last_chance = receives >= settings.max_receive;
-    let opts = RunOptions { last_chance, dead_letter_note: Some(DEAD_LETTER_NOTE.into()) };
-    match shell.hub().run_job_with(&job, &opts).await {
-        Ok(JobOutcome::Done) => MessageResult::Done,
+    let mut opts = RunOptions {
+        last_chance,
+        dead_letter_note: Some(DEAD_LETTER_NOTE.into()),
+        report_missing_mappings: true,
+    };
+    let mut outcome = shell.hub().run_job_with(&job, &opts).await;
+    if let Ok(JobOutcome::MappingsMissing) = outcome {
+        // Pushed a moment ago and not loaded here yet? Load the newest set before calling the
+        // job's source or route gone.
+        shell.inner.live.refresh_forced(shell.hub()).await;
+        opts.report_missing_mappings = false;
+        outcome = shell.hub().run_job_with(&job, &opts).await;
+    }
+    match outcome {
+        Ok(JobOutcome::Done | JobOutcome::MappingsMissing) => MessageResult::Done,
         Ok(JobOutcome::RetryAt(at)) => {
             // A new message delayed until the retry is due (up to SQS's 15 minutes; later ones
             // the tick sends when they are due): a waiting retry is never a message in flight.

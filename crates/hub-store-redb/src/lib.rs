@@ -375,8 +375,9 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// are durable. `Err` when the database must be reopened (every op not answered yet was told it
 /// failed).
 fn apply_batch(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
-    let (solo, shared): (Vec<Op>, Vec<Op>) =
-        ops.into_iter().partition(|op| matches!(op, Op::Commit(c, _) if c.changes.len() > 1));
+    let (solo, shared): (Vec<Op>, Vec<Op>) = ops
+        .into_iter()
+        .partition(|op| matches!(op, Op::Commit(c, _) if c.changes.len() > 1 && !accepts_dispatched(c)));
     let mut solo = solo.into_iter();
     if let Err(e) = apply_shared(db, shared) {
         fail_all(solo.collect(), &format!("write failed: {}", e.0));
@@ -411,8 +412,23 @@ fn apply_shared(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
         let step = match op {
             Op::Commit(c, tx) => {
                 let at = c.at;
-                let r = match c.changes.into_iter().next() {
-                    Some(change) => apply_change(&txn, at, change),
+                let mut changes = c.changes.into_iter();
+                let r = match changes.next() {
+                    Some(first) => match apply_change(&txn, at, first) {
+                        // An event dispatched at acceptance: the dispatch cannot be refused
+                        // right after the accept wrote its event and timer, and if it were, the
+                        // event would simply stay due for a dispatch job.
+                        Ok(Ok(())) => match changes.next() {
+                            Some(dispatch) => apply_change(&txn, at, dispatch).map(|r| {
+                                if let Err(e) = &r {
+                                    warn!(error = %e, "dispatch at acceptance refused; the event stays due");
+                                }
+                                Ok(())
+                            }),
+                            None => Ok(Ok(())),
+                        },
+                        other => other,
+                    },
                     None => Ok(Ok(())),
                 };
                 staged(tx, r)
@@ -446,6 +462,12 @@ fn apply_shared(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
         Some(e) => Err(Broken(e)),
         None => Ok(()),
     }
+}
+
+/// An event accepted and dispatched at once: it reads and checks before it writes like a
+/// single change, so it shares the batch's transaction.
+fn accepts_dispatched(c: &Commit) -> bool {
+    matches!(c.changes.as_slice(), [Change::Accept(ev), Change::Dispatch { event, .. }] if &ev.id == event)
 }
 
 /// A commit of several changes in a transaction of its own: a refused change drops the
@@ -943,9 +965,12 @@ impl EventLog for RedbStore {
         &self,
         event: &EventId,
         delivery: &DeliveryId,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
+    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError> {
         let ev = EventLog::event(self, event).await?;
-        Ok(ev.and_then(|ev| ev.deliveries.into_iter().find(|d| &d.id == delivery)))
+        Ok(ev.and_then(|ev| {
+            let source = ev.source;
+            ev.deliveries.into_iter().find(|d| &d.id == delivery).map(|d| (source, d))
+        }))
     }
 
     async fn page(&self, query: &EventQuery) -> Result<EventPage, StoreError> {

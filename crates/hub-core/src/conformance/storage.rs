@@ -75,6 +75,7 @@ macro_rules! storage_conformance {
                 a_replay_sets_the_dispatch_again_and_keeps_the_history,
                 a_failed_condition_refuses_the_whole_commit,
                 fifty_concurrent_attempts_of_one_event_each_record_once,
+                an_event_accepted_and_dispatched_at_once_has_its_deliveries_and_no_dispatch,
             );
         }
     };
@@ -181,7 +182,7 @@ pub mod log {
         let change =
             Change::Dispatch { event: id.clone(), deliveries: vec![d1.clone(), d2.clone()], error: None };
         commit(&*s, T0, vec![change]).await.unwrap();
-        assert_eq!(s.delivery(&id, &d2.id).await.unwrap(), Some(d2));
+        assert_eq!(s.delivery(&id, &d2.id).await.unwrap(), Some((SourceId::new("src"), d2)));
         assert_eq!(s.delivery(&id, &crate::ids::DeliveryId::generate()).await.unwrap(), None);
         assert_eq!(s.delivery(&EventId::generate(), &d1.id).await.unwrap(), None);
     }
@@ -540,7 +541,7 @@ pub mod commit {
             .await
             .unwrap();
         assert!(s.timer(&key).await.unwrap().is_none());
-        assert_eq!(s.delivery(&id, &d.id).await.unwrap(), Some(d));
+        assert_eq!(s.delivery(&id, &d.id).await.unwrap().map(|(_, d)| d), Some(d));
         assert_eq!(s.event(&id).await.unwrap().expect("stored").status(), EventStatus::Delivered);
     }
 
@@ -565,7 +566,7 @@ pub mod commit {
             conflict(commit(&*s, T0, vec![Change::Attempt { event: id.clone(), delivery: late }]).await),
             Conflict::AlreadyDone
         );
-        assert_eq!(s.delivery(&id, &d.id).await.unwrap(), Some(d.clone()), "unchanged");
+        assert_eq!(s.delivery(&id, &d.id).await.unwrap().map(|(_, d)| d), Some(d.clone()), "unchanged");
         let stray = delivery("r9", T0);
         let stray_id = stray.id.clone();
         assert_eq!(
@@ -619,6 +620,42 @@ pub mod commit {
         assert!(s.timer(&TimerKey::new("t", "x")).await.unwrap().is_none());
         assert_eq!(s.load(&[StateKey::new("k", "a")]).await.unwrap(), vec![None]);
         assert!(s.event(&id).await.unwrap().expect("stored").deliveries.is_empty());
+    }
+
+    /// Accept and dispatch in one commit (routes evaluated at ingest): the event is stored
+    /// dispatched, its open deliveries have their attempt timers, no dispatch is due; a held
+    /// dedup key refuses all of it.
+    pub async fn an_event_accepted_and_dispatched_at_once_has_its_deliveries_and_no_dispatch<S: Storage>(
+        s: Arc<S>,
+    ) {
+        let ev = new_event("src", Some("k1"), T0);
+        let id = ev.id.clone();
+        let (open, mut dead) = (delivery("r1", T0), delivery("r2", T0));
+        dead.status = DeliveryStatus::Dead;
+        dead.next_attempt_at = None;
+        dead.last_error = Some("mapping: missing field".into());
+        let both = |ev, id: &EventId| {
+            vec![
+                Change::Accept(ev),
+                Change::Dispatch {
+                    event: id.clone(),
+                    deliveries: vec![open.clone(), dead.clone()],
+                    error: None,
+                },
+            ]
+        };
+        commit(&*s, T0 + 2, both(ev, &id)).await.unwrap();
+        let rec = s.event(&id).await.unwrap().expect("stored");
+        assert_eq!((rec.dispatches, rec.deliveries.len(), rec.status()), (1, 2, EventStatus::Pending));
+        assert!(s.timer(&TimerKey::dispatch(&id)).await.unwrap().is_none(), "no dispatch is due");
+        let jobs: Vec<Job> =
+            s.due(at(T0 + 2), 10).await.unwrap().iter().filter_map(|t| t.as_job().cloned()).collect();
+        assert_eq!(jobs, vec![Job::Attempt(id.clone(), open.id.clone())]);
+        assert_eq!(s.body(&id).await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        let again = new_event("src", Some("k1"), T0 + 5);
+        let again_id = again.id.clone();
+        assert_eq!(conflict(commit(&*s, T0 + 5, both(again, &again_id)).await), Conflict::Duplicate(id));
+        assert!(s.event(&again_id).await.unwrap().is_none(), "nothing of the refused commit is stored");
     }
 
     /// A 50-route fan-out whose attempts all finish at once: each records once; the same

@@ -127,6 +127,9 @@ enum BodyPlan {
     Raw,
 }
 
+/// Most routes of a source whose webhooks are dispatched at ingest.
+pub const INGEST_DISPATCH_ROUTES: usize = 25;
+
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub id: RouteId,
@@ -243,6 +246,13 @@ impl CompiledSource {
         } else {
             "accepts requests from anyone"
         }
+    }
+
+    /// Whether its routes are evaluated when a webhook is accepted, in the same commit: when
+    /// they make a known, small number of deliveries (no `for_each`, at most
+    /// [`INGEST_DISPATCH_ROUTES`]). Others are dispatched by a job.
+    pub fn dispatches_at_ingest(&self) -> bool {
+        self.routes.len() <= INGEST_DISPATCH_ROUTES && self.routes.iter().all(|r| r.for_each.is_none())
     }
 
     pub fn route(&self, id: &RouteId) -> Option<&CompiledRoute> {

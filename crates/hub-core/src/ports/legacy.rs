@@ -86,8 +86,36 @@ impl<S: Storage> Store for OnStorage<S> {
         }
     }
 
+    async fn accept_dispatched(
+        &self,
+        event: NewEvent,
+        deliveries: Vec<DeliveryRecord>,
+        error: Option<String>,
+        at: UnixMillis,
+    ) -> Result<Acceptance, StoreError> {
+        let id = event.id.clone();
+        let commit = Commit::new(at).with(Change::Accept(event)).with(Change::Dispatch {
+            event: id.clone(),
+            deliveries,
+            error,
+        });
+        match self.0.commit(commit).await {
+            Ok(()) => Ok(Acceptance::Accepted(id)),
+            Err(CommitError::Conflict(Conflict::Duplicate(first))) => Ok(Acceptance::Duplicate(first)),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         self.0.event(id).await
+    }
+
+    async fn delivery(
+        &self,
+        id: &EventId,
+        delivery: &crate::ids::DeliveryId,
+    ) -> Result<Option<(crate::ids::SourceId, DeliveryRecord)>, StoreError> {
+        self.0.delivery(id, delivery).await
     }
 
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
@@ -166,7 +194,7 @@ impl<S: Storage> Store for OnStorage<S> {
                 }
             }
             Job::Attempt(id, did) => match self.0.delivery(id, did).await? {
-                Some(d) if !d.status.is_final() => {
+                Some((_, d)) if !d.status.is_final() => {
                     if self.attempt_dead(id, d, why, f.at).await? {
                         Ok(JobFailed::Dead { failures })
                     } else {

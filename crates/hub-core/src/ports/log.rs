@@ -6,7 +6,7 @@
 
 use super::{EventQuery, Purged, StoreError};
 use crate::event::{DeliveryRecord, EventRecord};
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::{DeliveryId, EventId, SourceId};
 use crate::time::UnixMillis;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,12 +31,13 @@ pub trait EventLog: Send + Sync {
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
     /// Its body as stored.
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError>;
-    /// One delivery of the event.
+    /// One delivery of the event, with the event's source (what an attempt needs, without
+    /// reading every delivery of the event).
     async fn delivery(
         &self,
         event: &EventId,
         delivery: &DeliveryId,
-    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError>;
     /// A page of events matching the query, newest first.
     async fn page(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
     /// When the event may be deleted; `None` when there is no such event.

@@ -195,7 +195,22 @@ impl StoreError {
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn accept(&self, event: NewEvent) -> Result<Acceptance, StoreError>;
+    /// Accepts an event and records its dispatch at once (its routes were evaluated at
+    /// ingest): what `accept` then `save_dispatch` do, in one commit, with no dispatch queued.
+    async fn accept_dispatched(
+        &self,
+        event: NewEvent,
+        deliveries: Vec<DeliveryRecord>,
+        error: Option<String>,
+        at: UnixMillis,
+    ) -> Result<Acceptance, StoreError>;
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+    /// One delivery of an event, with the event's source.
+    async fn delivery(
+        &self,
+        id: &EventId,
+        delivery: &DeliveryId,
+    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError>;
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError>;
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
     /// Jobs due at or before `now`, oldest due first, at most `limit`.

@@ -251,9 +251,11 @@ impl EventLog for MemoryStorage {
         &self,
         event: &EventId,
         delivery: &DeliveryId,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
+    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError> {
         let t = self.tables();
-        Ok(t.events.get(event).and_then(|ev| ev.deliveries.iter().find(|d| &d.id == delivery).cloned()))
+        Ok(t.events.get(event).and_then(|ev| {
+            ev.deliveries.iter().find(|d| &d.id == delivery).map(|d| (ev.source.clone(), d.clone()))
+        }))
     }
 
     async fn page(&self, q: &EventQuery) -> Result<EventPage, StoreError> {

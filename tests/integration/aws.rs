@@ -6,20 +6,19 @@
 //! `deliver` as an SQS event, and deletes the ones not reported as failures.
 
 use crate::support::{Destination, SECRET, hub_cli, sign};
-use aws_lambda_events::sqs::SqsEvent;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use hub_aws::Clients;
 use hub_aws::mappings::MappingRepo;
 use hub_aws::testing::{emulator_clients as clients, unique};
 use hub_core::event::{DeliveryStatus, EventStatus};
 use hub_core::ids::EventId;
-use hub_core::time::{Clock, SystemClock};
+use hub_core::time::SystemClock;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
 use hub_lambda::Shell;
+use hub_lambda::emulated::{Deployment, invoke};
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower::ServiceExt as _;
@@ -61,79 +60,35 @@ struct Aws {
     queue_url: String,
     dlq_url: String,
     secret: String,
-    /// The metric lines (EMF) the store wrote.
+    /// The metric lines (EMF) the functions wrote.
     metrics: Arc<Mutex<Vec<String>>>,
+    dep: Deployment,
 }
 
 impl Aws {
     /// Table, bucket, queue + DLQ (redrive after `max_receive`), the secret, the mapping pushed
     /// as version 1, then the shell as a cold start builds it.
     async fn deploy(clients: Clients, mapping: &str, max_receive: u32) -> Aws {
-        let table = unique("hub-e2e");
-        hub_aws::storage::create_table(&clients.dynamodb, &table).await.expect("table");
-        let bucket = unique("hub-e2e-bodies");
-        clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
-        let dlq_url = clients
-            .sqs
-            .create_queue()
-            .queue_name(unique("hub-dlq"))
-            .send()
-            .await
-            .expect("dlq")
-            .queue_url
-            .expect("dlq url");
-        let dlq_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("dlq arn")
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .expect("arn");
-        let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string();
-        let queue_url = clients
-            .sqs
-            .create_queue()
-            .queue_name(unique("hub-queue"))
-            .attributes(QueueAttributeName::RedrivePolicy, redrive)
-            .attributes(QueueAttributeName::VisibilityTimeout, "30")
-            .send()
-            .await
-            .expect("queue")
-            .queue_url
-            .expect("queue url");
-        let secret = clients
-            .secrets
-            .create_secret()
-            .name(unique("hub/secrets"))
-            .secret_string(json!({"SHOP_SECRET": SECRET}).to_string())
-            .send()
-            .await
-            .expect("secret")
-            .arn
-            .expect("secret arn");
-        MappingRepo::new(clients.dynamodb.clone(), &table)
-            .push(&[("shop.yaml".into(), mapping.into())], SystemClock.now().0)
-            .await
-            .expect("push");
-        let env: HashMap<&str, String> = HashMap::from([
-            ("HUB_TABLE", table.clone()),
-            ("HUB_BODIES_BUCKET", bucket),
-            ("HUB_QUEUE_URL", queue_url.clone()),
-            ("HUB_DLQ_URL", dlq_url.clone()),
-            ("HUB_MAX_RECEIVE_COUNT", max_receive.to_string()),
-            ("HUB_SECRETS_ID", secret.clone()),
-            ("HUB_MAPPINGS_REFRESH_SECS", "0".into()),
-            ("HUB_SWEEP_GRACE_SECS", "0".into()),
-            // The destinations of these tests listen on 127.0.0.1.
-            ("HUB_ALLOW_NETS", "127.0.0.0/8".into()),
-        ]);
-        let settings = hub_aws::Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+        let files = [("shop.yaml".to_string(), mapping.to_string())];
+        // The destinations of these tests listen on 127.0.0.1.
+        let env = [("HUB_ALLOW_NETS", "127.0.0.0/8")];
+        let dep =
+            Deployment::create(clients.clone(), &files, &json!({"SHOP_SECRET": SECRET}), max_receive, &env)
+                .await
+                .expect("deployment");
+        let settings = dep.settings().expect("settings");
         let (shell, metrics) = Self::shell(&clients, settings.clone()).await;
-        Aws { clients, shell, settings, table, queue_url, dlq_url, secret, metrics }
+        Aws {
+            clients,
+            shell,
+            settings,
+            table: dep.table.clone(),
+            queue_url: dep.queue_url.clone(),
+            dlq_url: dep.dlq_url.clone(),
+            secret: dep.secret_arn.clone(),
+            metrics,
+            dep,
+        }
     }
 
     /// A cold start with these settings, its metric lines kept; the forwarder is built the way
@@ -172,23 +127,8 @@ impl Aws {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut ev = fixture(fixture_name);
-        ev["rawPath"] = json!(path);
-        ev["requestContext"]["http"]["path"] = json!(path);
-        ev["requestContext"]["http"]["method"] = json!(method);
-        ev["body"] = json!(body);
-        ev["headers"]["content-length"] = json!(body.len().to_string());
-        for (k, v) in headers {
-            ev["headers"][k.to_ascii_lowercase()] = json!(v);
-        }
-        let req: LambdaRequest = serde_json::from_value(ev).expect("a Lambda HTTP event");
-        let adapter = lambda_http::Adapter::from(app);
-        let resp = adapter.oneshot(LambdaEvent::new(req, Context::default())).await.expect("handler");
-        let resp = serde_json::to_value(&resp).expect("response JSON");
-        let status = resp["statusCode"].as_u64().expect("statusCode") as u16;
-        let body =
-            resp["body"].as_str().map(|b| serde_json::from_str(b).unwrap_or(json!(b))).unwrap_or(Value::Null);
-        (status, body)
+        let text = std::fs::read_to_string(format!("{FIXTURES}/{fixture_name}")).expect("fixture");
+        invoke(app, &text, method, path, body, headers).await.expect("invocation")
     }
 
     async fn webhook(&self, fixture_name: &str, body: &str, signature: &str) -> (u16, Value) {
@@ -209,54 +149,7 @@ impl Aws {
 
     /// One round with the `deliver-sqs` instance `shell`.
     async fn pump_once_with(&self, shell: &Shell) -> usize {
-        let out = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            return 0;
-        }
-        let template = fixture("sqs-record.json");
-        let records: Vec<Value> = msgs
-            .iter()
-            .map(|m| {
-                let mut r = template.clone();
-                r["messageId"] = json!(m.message_id());
-                r["receiptHandle"] = json!(m.receipt_handle());
-                r["body"] = json!(m.body());
-                let attrs: HashMap<String, String> = m
-                    .attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-                    .unwrap_or_default();
-                r["attributes"] = json!(attrs);
-                r
-            })
-            .collect();
-        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).expect("SQS event");
-        let resp = hub_lambda::deliver(shell, event).await;
-        let failed: Vec<String> =
-            resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-        for m in &msgs {
-            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-                self.clients
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
-            }
-        }
-        msgs.len()
+        self.dep.pump_once(shell).await.expect("pump")
     }
 
     /// Pumps until `done` holds (or panics after `secs`).

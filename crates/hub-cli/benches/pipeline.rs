@@ -4,9 +4,9 @@
 //!
 //! Run: `cargo bench -p hub-cli --bench pipeline` (release build).
 
+use hub_core::evaluate::Verified;
 use hub_core::ids::{DeliveryId, EventId, SourceId};
 use hub_core::mapping::compile_file;
-use hub_core::pipeline::admit;
 use hub_core::ports::legacy::OnStorage;
 use hub_core::ports::{NewEvent, Store};
 use hub_core::request::{Headers, RawRequest};
@@ -52,9 +52,8 @@ fn render_bench(root: &Path) {
     };
     let id = EventId::new("evt_bench");
     let run = || {
-        let parsed = admit(&source, &req, true).expect("admitted");
-        let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
-        let out = source.evaluate(&env, &req, &mut || DeliveryId::new("dlv_bench")).expect("within limits");
+        let checked = Verified::check(&source, req.clone()).expect("admitted");
+        let out = checked.plan(&id, &mut || DeliveryId::new("dlv_bench")).expect("within limits").rendered;
         assert!(out.iter().all(|r| r.result.is_ok()));
         black_box(out);
     };
@@ -76,7 +75,7 @@ fn render_bench(root: &Path) {
 
     let t = Instant::now();
     for _ in 0..n {
-        black_box(admit(&source, &req, true).expect("admitted"));
+        black_box(Verified::check(&source, req.clone()).expect("admitted"));
     }
     println!(
         "  of which verify+parse:                                    {:>8.1} µs/event",

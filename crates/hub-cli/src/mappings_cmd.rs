@@ -2,10 +2,10 @@
 
 use crate::files;
 use anyhow::{Context, Result, bail};
+use hub_core::evaluate::Verified;
 use hub_core::golden::ExampleSpec;
 use hub_core::ids::{DeliveryId, EventId};
 use hub_core::mapping::{MappingSet, compile_file};
-use hub_core::pipeline::admit;
 use hub_core::request::{Headers, RawRequest};
 use hub_core::secret::{EnvSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
 use hub_core::time::{Clock, SystemClock};
@@ -148,7 +148,10 @@ pub fn render(
         received_at: SystemClock.now(),
         remote_addr: None,
     };
-    let parsed = match admit(&source, &req, verify) {
+    // Without verification (a sample captured without its signature) the request is taken
+    // as a stored event is: parsed, not checked.
+    let checked = if verify { Verified::check(&source, req) } else { Verified::from_store(&source, req) };
+    let checked = match checked {
         Ok(v) => v,
         Err(e) => {
             writeln!(out, "rejected ({}): {e}", e.public().code.as_str())?;
@@ -156,24 +159,22 @@ pub fn render(
         }
     };
     let id = EventId::new("evt_dry_run");
-    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed.clone());
-    if let Some(t) = env.pointer("/event/type").and_then(|t| t.as_str()) {
+    if let Some(t) = checked.envelope(&id).pointer("/event/type").and_then(|t| t.as_str()) {
         writeln!(out, "event type: {t}")?;
     }
-    if let Some((k, _)) = source.dedup_key(&env, &req.headers, &req.body) {
+    if let Some((k, _)) = checked.dedup(&id) {
         writeln!(out, "dedup key: {k}")?;
     }
     // Routes render from the stored copy, credentials redacted, as a dispatch does.
-    let (req, parsed) = match hub_core::pipeline::as_stored(&source, &req, parsed) {
+    let stored = match checked.redacted() {
         Ok(x) => x,
         Err(e) => {
             writeln!(out, "rejected ({}): {e}", e.public().code.as_str())?;
             return Ok(false);
         }
     };
-    let env = source.envelope(&id, req.received_at, &req.headers, None, parsed);
-    let rendered = match source.evaluate(&env, &req, &mut DeliveryId::generate) {
-        Ok(r) => r,
+    let rendered = match stored.plan(&id, &mut DeliveryId::generate) {
+        Ok(plan) => plan.rendered,
         Err(e) => {
             writeln!(out, "error: {e}")?;
             return Ok(false);

@@ -20,9 +20,9 @@
 //! # or: expect: {error: signature_invalid}
 //! ```
 
+use crate::evaluate::Verified;
 use crate::ids::{DeliveryId, EventId};
 use crate::mapping::{Diagnostic, FileCtx, compile_file};
-use crate::pipeline::admit;
 use crate::request::{Headers, RawRequest};
 use crate::secret::{MapSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
 use crate::time::UnixMillis;
@@ -159,7 +159,7 @@ impl ExampleSpec {
             remote_addr: None,
         };
         let mut diffs = Vec::new();
-        let parsed = match admit(&source, &req, true) {
+        let checked = match Verified::check(&source, req) {
             Ok(v) => v,
             Err(e) => {
                 let code = e.public().code.as_str();
@@ -177,28 +177,25 @@ impl ExampleSpec {
         }
         let event_id = EventId::new("evt_example");
         if let Some(want) = &self.expect.dedup_key {
-            let env =
-                source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed.clone());
-            let got = source.dedup_key(&env, &req.headers, &req.body).map(|(k, _)| k);
+            let got = checked.dedup(&event_id).map(|(k, _)| k);
             if got.as_deref() != Some(want.as_str()) {
                 diffs.push(format!("dedup key: expected `{want}`, got {got:?}"));
             }
         }
         // Routes render from the stored (redacted) copy, as a dispatch does.
-        let (req, parsed) = match crate::pipeline::as_stored(&source, &req, parsed) {
+        let stored = match checked.redacted() {
             Ok(x) => x,
             Err(e) => {
                 diffs.push(format!("the stored copy of the request does not parse: {e}"));
                 return diffs;
             }
         };
-        let env = source.envelope(&event_id, received_at, &req.headers, req.query.as_deref(), parsed);
         let mut n = 0;
-        let rendered = match source.evaluate(&env, &req, &mut || {
+        let rendered = match stored.plan(&event_id, &mut || {
             n += 1;
             DeliveryId::new(format!("dlv_example_{n}"))
         }) {
-            Ok(r) => r,
+            Ok(plan) => plan.rendered,
             Err(e) => {
                 diffs.push(format!("the event was refused: {e}"));
                 return diffs;

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod conformance;
 pub mod error;
+pub mod evaluate;
 pub mod event;
 pub mod golden;
 pub mod ids;

@@ -9,6 +9,7 @@
 
 use crate::body::{BodyError, parse_body};
 use crate::error::{ErrorCode, PublicError};
+use crate::evaluate::Verified;
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
 use crate::mapping::{CompiledSource, MappingSet};
@@ -76,8 +77,8 @@ impl IngestError {
 }
 
 /// Checks a request passes before it is accepted: size, signature over the raw bytes, body.
-/// Returns the parsed body. Shared by the server, golden examples and dry runs.
-pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<Value, IngestError> {
+/// Returns the parsed body. Reached through [`crate::evaluate::Verified`].
+pub(crate) fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<Value, IngestError> {
     if req.body.len() > source.max_body_bytes {
         return Err(IngestError::TooLarge { size: req.body.len(), limit: source.max_body_bytes });
     }
@@ -89,22 +90,6 @@ pub fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<
         source.verifier.verify_with(req, url.as_deref(), req.received_at)?;
     }
     Ok(parse_body(source.format, &req.headers, &req.body, &source.body_limits)?.value)
-}
-
-/// The request as the hub stores it (credentials redacted, see [`crate::redact`]) and its body
-/// as parsed from that copy: what a dispatch, a replay, a golden example and `hub mappings
-/// render` all render from, so they agree.
-pub fn as_stored(
-    source: &CompiledSource,
-    req: &RawRequest,
-    parsed: Value,
-) -> Result<(RawRequest, Value), IngestError> {
-    let stored = source.redact.apply(source.format, req, &parsed);
-    if stored.body == req.body {
-        return Ok((stored, parsed));
-    }
-    let value = admit(source, &stored, false)?;
-    Ok((stored, value))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,29 +288,33 @@ impl Hub {
         let mappings = self.mappings();
         let source =
             mappings.source(source_id).ok_or_else(|| IngestError::UnknownSource(source_id.into()))?;
-        let body = admit(source, &req, true)?;
+        let checked = Verified::check(source, req)?;
         let id = EventId::generate();
-        if let Some(c) = source.challenge(&body) {
+        if let Some(c) = checked.challenge() {
             info!(source = %source.id, "answered an endpoint verification challenge");
             return Ok(Ingested { event_id: id, duplicate: false, challenge: Some(c) });
         }
-        // What is stored has its credentials redacted; the dedup key is taken from the request
-        // as received.
-        let stored = source.redact.apply(source.format, &req, &body);
-        let env = source.envelope(&id, req.received_at, &req.headers, req.query.as_deref(), body);
-        let dedup = source
-            .dedup_key(&env, &req.headers, &req.body)
-            .map(|(k, window)| (k, req.received_at.plus(window)));
-        let received_at = req.received_at;
+        // The dedup key is taken from the request as received; what is stored, and rendered,
+        // has its credentials redacted.
+        let received_at = checked.request().received_at;
+        let dedup = checked.dedup(&id).map(|(k, window)| (k, received_at.plus(window)));
+        let stored = checked.redacted()?;
         // Routes that make a known, small number of deliveries are evaluated now, from the
         // stored copy, and committed with the event: no dispatch job, one commit.
-        let at_ingest = source.dispatches_at_ingest();
-        let planned =
-            if at_ingest { Some(plan(source, &id, received_at, &stored, self.clock.now())?) } else { None };
+        let planned = if source.dispatches_at_ingest() {
+            let now = self.clock.now();
+            Some(match stored.plan(&id, &mut DeliveryId::generate) {
+                Ok(plan) => (plan.deliveries(now), None),
+                Err(e) => (Vec::new(), Some(e.0)),
+            })
+        } else {
+            None
+        };
+        let stored = stored.into_request();
         let event = NewEvent {
             id,
             source: source.id.clone(),
-            received_at: req.received_at,
+            received_at,
             method: stored.method,
             path: stored.path,
             query: stored.query,
@@ -434,8 +423,7 @@ impl Hub {
             self.dispatch_failed(id, &ev.source, msg, now).await?;
             return Ok(JobOutcome::Done);
         };
-        let req = raw_request(&ev, body);
-        let parsed = match admit(source, &req, false) {
+        let stored = match Verified::from_store(source, raw_request(&ev, body)) {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("body no longer parses for this source: {e}");
@@ -443,12 +431,8 @@ impl Hub {
                 return Ok(JobOutcome::Done);
             }
         };
-        let env = source.envelope(&ev.id, ev.received_at, &ev.headers, ev.query.as_deref(), parsed);
-        let deliveries = match source.evaluate(&env, &req, &mut DeliveryId::generate) {
-            Ok(rendered) => rendered
-                .into_iter()
-                .map(|r| new_delivery(r.route, r.delivery, r.result.map_err(|e| e.0), now))
-                .collect::<Vec<_>>(),
+        let deliveries = match stored.plan(&ev.id, &mut DeliveryId::generate) {
+            Ok(plan) => plan.deliveries(now),
             Err(e) => {
                 warn!(event = %id, error = %e, "dispatch over the per-event limits; the event is dead");
                 self.dispatch_failed(id, &ev.source, e.0, now).await?;
@@ -635,30 +619,6 @@ impl Hub {
         };
         if self.record_attempt(id, &source_id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
     }
-}
-
-/// The deliveries a source's routes make of a stored request (the redacted copy, as a dispatch
-/// renders it), due at `now`; or, when the event is over the per-event limits, no deliveries and
-/// why.
-pub fn plan(
-    source: &CompiledSource,
-    id: &EventId,
-    received_at: UnixMillis,
-    stored: &RawRequest,
-    now: UnixMillis,
-) -> Result<(Vec<DeliveryRecord>, Option<String>), IngestError> {
-    let parsed = admit(source, stored, false)?;
-    let env = source.envelope(id, received_at, &stored.headers, stored.query.as_deref(), parsed);
-    Ok(match source.evaluate(&env, stored, &mut DeliveryId::generate) {
-        Ok(rendered) => (
-            rendered
-                .into_iter()
-                .map(|r| new_delivery(r.route, r.delivery, r.result.map_err(|e| e.0), now))
-                .collect(),
-            None,
-        ),
-        Err(e) => (Vec::new(), Some(e.0)),
-    })
 }
 
 /// A delivery as created by a dispatch: pending and due now, or dead when rendering failed.

@@ -1,0 +1,105 @@
+//! The one evaluation path: from a request its source accepted to the deliveries its routes make.
+//!
+//! Ingest and dispatch (in both shells), golden examples, `hub mappings render` and the
+//! benchmark all go through [`Verified`], so they cannot disagree about what a webhook does.
+//! Only [`Verified::check`] (the trust boundary: size, `ip_allow`, signature over the raw bytes,
+//! body) and [`Verified::from_store`] (an event the store holds, checked when it was accepted)
+//! make one: routes never see a request that was not verified.
+
+use crate::event::DeliveryRecord;
+use crate::ids::{DeliveryId, EventId};
+use crate::mapping::{CompiledSource, RenderError, Rendered};
+use crate::pipeline::{IngestError, admit, new_delivery};
+use crate::request::RawRequest;
+use crate::time::UnixMillis;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A request that passed its source's checks, with its parsed body.
+#[derive(Debug)]
+pub struct Verified<'s> {
+    source: &'s CompiledSource,
+    request: RawRequest,
+    body: Value,
+}
+
+/// What a source's routes make of one event.
+#[derive(Debug)]
+pub struct Plan {
+    /// One per route that fired (and per `for_each` item), in route order, each rendered or with
+    /// why it could not be.
+    pub rendered: Vec<Rendered>,
+}
+
+impl Plan {
+    /// The deliveries to commit: pending and due at `now`, or dead with the rendering error.
+    pub fn deliveries(self, now: UnixMillis) -> Vec<DeliveryRecord> {
+        self.rendered
+            .into_iter()
+            .map(|r| new_delivery(r.route, r.delivery, r.result.map_err(|e| e.0), now))
+            .collect()
+    }
+}
+
+impl<'s> Verified<'s> {
+    /// Checks a request at the trust boundary: its size, the source's `ip_allow`, its signature
+    /// over the raw bytes, and its body.
+    pub fn check(source: &'s CompiledSource, request: RawRequest) -> Result<Self, IngestError> {
+        let body = admit(source, &request, true)?;
+        Ok(Self { source, request, body })
+    }
+
+    /// An event the store holds (checked when it was accepted; signatures expire, so it is not
+    /// checked again): its stored copy parsed again.
+    pub fn from_store(source: &'s CompiledSource, request: RawRequest) -> Result<Self, IngestError> {
+        let body = admit(source, &request, false)?;
+        Ok(Self { source, request, body })
+    }
+
+    pub fn source(&self) -> &'s CompiledSource {
+        self.source
+    }
+
+    pub fn request(&self) -> &RawRequest {
+        &self.request
+    }
+
+    /// The request, taken back (what the store keeps of it).
+    pub fn into_request(self) -> RawRequest {
+        self.request
+    }
+
+    /// An endpoint-ownership challenge to answer instead of storing anything.
+    pub fn challenge(&self) -> Option<String> {
+        self.source.challenge(&self.body)
+    }
+
+    /// The envelope mappings see (`$.body`, `$.headers`, `$.event`, ...).
+    pub fn envelope(&self, id: &EventId) -> Value {
+        let r = &self.request;
+        self.source.envelope(id, r.received_at, &r.headers, r.query.as_deref(), self.body.clone())
+    }
+
+    /// The dedup key and how long it holds, from the request as received.
+    pub fn dedup(&self, id: &EventId) -> Option<(String, Duration)> {
+        self.source.dedup_key(&self.envelope(id), &self.request.headers, &self.request.body)
+    }
+
+    /// The copy the hub stores: credentials redacted (see [`crate::redact`]), its body parsed
+    /// again when redaction changed it. A dispatch, a replay, a golden example and `hub mappings
+    /// render` all render from this copy, so they agree.
+    pub fn redacted(self) -> Result<Self, IngestError> {
+        let stored = self.source.redact.apply(self.source.format, &self.request, &self.body);
+        if stored.body == self.request.body {
+            return Ok(Self { request: stored, ..self });
+        }
+        Self::from_store(self.source, stored)
+    }
+
+    /// What the source's routes make of the event `id`: every route whose `when` holds,
+    /// rendered; `Err` when the event is over the per-event limits (fan-out, rendered bytes).
+    pub fn plan(&self, id: &EventId, ids: &mut dyn FnMut() -> DeliveryId) -> Result<Plan, RenderError> {
+        let rendered = self.source.evaluate(&self.envelope(id), &self.request, ids)?;
+        Ok(Plan { rendered })
+    }
+}

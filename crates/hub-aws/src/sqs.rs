@@ -85,7 +85,7 @@ impl SqsQueue {
             .visibility_timeout(secs)
             .send()
             .await
-            .map_err(|e| QueueError(sdk_error(&e)))?;
+            .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
         Ok(())
     }
 
@@ -97,7 +97,7 @@ impl SqsQueue {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError(sdk_error(&e)))?;
+            .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
         Ok(())
     }
 }
@@ -116,7 +116,7 @@ impl Queue for SqsQueue {
                         .message_body(JobMessage::body(job))
                         .delay_seconds(i32::try_from(secs_until(*due, now)).unwrap_or(0))
                         .build()
-                        .map_err(|e| QueueError(e.to_string()))
+                        .map_err(|e| QueueError::Invalid(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
@@ -126,14 +126,13 @@ impl Queue for SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError(sdk_error(&e)))?;
+                .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
             if let Some(f) = out.failed.first() {
-                return Err(QueueError(format!(
-                    "{} of {} messages not sent: {}",
-                    out.failed.len(),
-                    chunk.len(),
-                    f.message().unwrap_or(f.code())
-                )));
+                return Err(QueueError::Partial {
+                    failed: out.failed.len(),
+                    sent: chunk.len(),
+                    reason: f.message().unwrap_or(f.code()).to_string(),
+                });
             }
         }
         Ok(())

@@ -250,9 +250,20 @@ pub trait Store: Send + Sync {
     async fn health(&self) -> Result<(), StoreError>;
 }
 
+/// Why jobs could not be queued. Either way they stay due in the store and run when overdue
+/// jobs are swept: a queue error delays work, it never loses it.
 #[derive(Debug, thiserror::Error)]
-#[error("queue unavailable: {0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    /// The queue cannot be reached or refused the request (throttling, an outage): retry later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// Part of a batch was not queued (the rest was).
+    #[error("{failed} of {sent} jobs not queued: {reason}")]
+    Partial { failed: usize, sent: usize, reason: String },
+    /// The request could not be built (a job too large for a message): retrying will not help.
+    #[error("job cannot be queued: {0}")]
+    Invalid(String),
+}
 
 /// The fast path to whoever runs jobs: the local worker's wake-up or an SQS queue.
 ///

@@ -61,7 +61,7 @@ impl RecordingQueue {
 impl Queue for RecordingQueue {
     async fn enqueue(&self, jobs: &[(Job, UnixMillis)], _now: UnixMillis) -> Result<(), QueueError> {
         if let Some(reason) = lock(&self.failing).clone() {
-            return Err(QueueError(reason));
+            return Err(QueueError::Unavailable(reason));
         }
         lock(&self.jobs).extend_from_slice(jobs);
         Ok(())

@@ -445,3 +445,47 @@ impl LiveMappings {
         }
     }
 }
+
+fn store_error(e: AwsError) -> hub_core::ports::StoreError {
+    match e {
+        AwsError::Config(m) => hub_core::ports::StoreError::Corrupt(m),
+        AwsError::Conflict(m) => hub_core::ports::StoreError::Conflict(m),
+        other => hub_core::ports::StoreError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl hub_core::ports::mappings::MappingStore for MappingRepo {
+    async fn current_version(&self) -> Result<u64, hub_core::ports::StoreError> {
+        MappingRepo::current_version(self).await.map_err(store_error)
+    }
+
+    async fn current(
+        &self,
+    ) -> Result<Option<hub_core::ports::mappings::MappingVersion>, hub_core::ports::StoreError> {
+        let (pointer, mut files) = self.load_current().await.map_err(store_error)?;
+        if pointer.version == 0 {
+            return Ok(None);
+        }
+        files.sort();
+        Ok(Some(hub_core::ports::mappings::MappingVersion { version: pointer.version, files }))
+    }
+
+    async fn push(
+        &self,
+        files: &[(String, String)],
+        expected: Option<u64>,
+        at: hub_core::time::UnixMillis,
+    ) -> Result<u64, hub_core::ports::commit::CommitError> {
+        let expected = match expected {
+            Some(v) => v,
+            None => MappingRepo::current_version(self).await.map_err(store_error)?,
+        };
+        let staged = self.stage(files).await.map_err(store_error)?;
+        match self.commit(&staged, expected, at.0).await {
+            Ok(v) => Ok(v),
+            Err(AwsError::Conflict(_)) => Err(hub_core::ports::commit::Conflict::AlreadyDone.into()),
+            Err(e) => Err(store_error(e).into()),
+        }
+    }
+}

@@ -28,3 +28,13 @@ mod storage {
     use super::fresh_storage;
     hub_core::storage_conformance!(fresh_storage);
 }
+
+/// The mapping repository on a fresh table.
+async fn fresh_mappings() -> Option<((), hub_aws::mappings::MappingRepo)> {
+    let c = emulator_clients().await?;
+    let table = unique("hub-maps");
+    hub_aws::storage::create_table(&c.dynamodb, &table).await.expect("create table");
+    Some(((), hub_aws::mappings::MappingRepo::new(c.dynamodb.clone(), table)))
+}
+
+hub_core::mapping_store_conformance!(fresh_mappings);

@@ -20,3 +20,10 @@ mod storage {
     hub_core::storage_conformance!(fresh_storage);
     hub_core::storage_conformance!(purge: fresh_storage);
 }
+
+/// The mapping store in memory.
+async fn fresh_mappings() -> Option<((), hub_core::testing::MemoryMappings)> {
+    Some(((), hub_core::testing::MemoryMappings::default()))
+}
+
+hub_core::mapping_store_conformance!(fresh_mappings);

@@ -27,7 +27,8 @@
 //! - `timer_data`: timer key → payload (JSON) of timers that are not pipeline jobs
 //! - `state`: state key → (version, value as JSON)
 //! - `expiry`: (expires ms, event id) → (); `event_exp`: event id → (expires ms, retention ms)
-//! - `meta`: `schema` → layout version
+//! - `mapping_files`: (version, file name) → YAML text of each pushed mapping set
+//! - `meta`: `schema` → layout version; `mappings` → the mapping set version in force
 //!
 //! Timer keys of pipeline jobs are `d/<event>` (dispatch) and `a/<event>/<delivery>` (attempt);
 //! their payload is the key itself.
@@ -62,6 +63,7 @@ const STATE: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("state")
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 const EVENT_EXP: TableDefinition<&str, (u64, u64)> = TableDefinition::new("event_exp");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MAPPING_FILES: TableDefinition<(u64, &str), &str> = TableDefinition::new("mapping_files");
 
 /// Layout version: 2 added the expiry indexes and job failure counts, 3 timer payloads and
 /// state (new tables only: a version 2 file is read as it is).
@@ -97,6 +99,7 @@ enum Op {
     Commit(Commit, oneshot::Sender<Result<(), CommitError>>),
     Claim(TimerKey, UnixMillis, UnixMillis, oneshot::Sender<Result<Option<Scheduled>, StoreError>>),
     Purge(UnixMillis, usize, oneshot::Sender<Result<Purged, StoreError>>),
+    PushMappings(Vec<(String, String)>, Option<u64>, oneshot::Sender<Result<u64, CommitError>>),
 }
 
 /// What the handles and the writer thread share.
@@ -180,6 +183,7 @@ fn init(db: &Database) -> Result<(), Broken> {
         txn.open_table(JOB_FAILS)?;
         txn.open_table(TIMER_DATA)?;
         txn.open_table(STATE)?;
+        txn.open_table(MAPPING_FILES)?;
         txn.open_table(EXPIRY)?;
         txn.open_table(EVENT_EXP)?;
         let meta = txn.open_table(META)?;
@@ -435,6 +439,7 @@ fn apply_shared(db: &Database, ops: Vec<Op>) -> Result<(), Broken> {
             }
             Op::Claim(key, now, until, tx) => staged(tx, claim(&txn, &key, now, until)),
             Op::Purge(now, limit, tx) => staged(tx, purge(&txn, now, limit)),
+            Op::PushMappings(files, expected, tx) => staged(tx, push_mappings(&txn, &files, expected)),
         };
         match step {
             Ok(reply) => replies.push(reply),
@@ -545,6 +550,7 @@ fn fail_all(ops: Vec<Op>, e: &str) {
             Op::Commit(_, tx) => tx.send(Err(unavailable(e).into())).map_err(drop),
             Op::Claim(.., tx) => tx.send(Err(unavailable(e))).map_err(drop),
             Op::Purge(_, _, tx) => tx.send(Err(unavailable(e))).map_err(drop),
+            Op::PushMappings(.., tx) => tx.send(Err(unavailable(e).into())).map_err(drop),
         };
     }
 }
@@ -696,6 +702,26 @@ fn purge(txn: &WriteTransaction, now: UnixMillis, limit: usize) -> OpResult<Purg
         }
     }
     Ok(Ok(purged))
+}
+
+/// Stores `files` as the next mapping set version if `expected` (when given) is in force.
+fn push_mappings(
+    txn: &WriteTransaction,
+    files: &[(String, String)],
+    expected: Option<u64>,
+) -> OpResult<u64, CommitError> {
+    let current = txn.open_table(META)?.get("mappings")?.map_or(0, |g| g.value());
+    if expected.is_some_and(|e| e != current) {
+        return Ok(Err(Conflict::AlreadyDone.into()));
+    }
+    let next = current + 1;
+    let mut t = txn.open_table(MAPPING_FILES)?;
+    for (name, text) in files {
+        t.insert((next, name.as_str()), text.as_str())?;
+    }
+    drop(t);
+    txn.open_table(META)?.insert("mappings", next)?;
+    Ok(Ok(next))
 }
 
 /// Sets a timer (its failures forgotten) with its payload.
@@ -1145,6 +1171,55 @@ impl StateStore for RedbStore {
                 .collect()
         })
         .await
+    }
+}
+
+#[async_trait]
+impl hub_core::ports::mappings::MappingStore for RedbStore {
+    async fn current_version(&self) -> Result<u64, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let meta = txn.open_table(META).map_err(unavailable)?;
+            Ok(meta.get("mappings").map_err(unavailable)?.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn current(&self) -> Result<Option<hub_core::ports::mappings::MappingVersion>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let version = txn
+                .open_table(META)
+                .map_err(unavailable)?
+                .get("mappings")
+                .map_err(unavailable)?
+                .map_or(0, |g| g.value());
+            if version == 0 {
+                return Ok(None);
+            }
+            let t = txn.open_table(MAPPING_FILES).map_err(unavailable)?;
+            let mut files = Vec::new();
+            for item in t.range::<(u64, &str)>((version, "")..(version + 1, "")).map_err(unavailable)? {
+                let (k, v) = item.map_err(unavailable)?;
+                files.push((k.value().1.to_string(), v.value().to_string()));
+            }
+            Ok(Some(hub_core::ports::mappings::MappingVersion { version, files }))
+        })
+        .await
+    }
+
+    async fn push(
+        &self,
+        files: &[(String, String)],
+        expected: Option<u64>,
+        _at: UnixMillis,
+    ) -> Result<u64, CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.try_send(Op::PushMappings(files.to_vec(), expected, tx)).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => unavailable("the store's write queue is full"),
+            mpsc::TrySendError::Disconnected(_) => unavailable("writer stopped"),
+        })?;
+        rx.await.map_err(|_| unavailable("writer stopped"))?
     }
 }
 

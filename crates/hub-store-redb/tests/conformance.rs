@@ -19,6 +19,8 @@ hub_core::store_conformance!(fresh);
 hub_core::store_conformance!(purge: fresh);
 hub_core::store_conformance!(dedup_purge: fresh);
 
+hub_core::mapping_store_conformance!(fresh_storage);
+
 mod storage {
     use super::fresh_storage;
     hub_core::storage_conformance!(fresh_storage);

@@ -13,6 +13,7 @@ use crate::time::UnixMillis;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub mod mappings;
 pub mod storage;
 
 /// Retention of the events the checks make unless they say otherwise.

@@ -7,17 +7,17 @@ use super::commit::CommitError;
 use crate::time::UnixMillis;
 use async_trait::async_trait;
 
-/// A version of the mapping set: file name → YAML text.
+/// A version of the mapping set: its files (name, YAML text), sorted by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MappingVersion {
     pub version: u64,
-    pub pushed_at: UnixMillis,
     pub files: Vec<(String, String)>,
 }
 
 /// Contract: versions count up from 1 with no gaps; a push whose `expected` version is not the
 /// one in force is refused ([`super::commit::Conflict::AlreadyDone`]: someone pushed first) and
-/// stores nothing; readers see either the old set or the new one, never files of both.
+/// stores nothing; readers see either the old set or the new one, never files of both; a
+/// version's files are exactly those pushed (none of an earlier version stays).
 #[async_trait]
 pub trait MappingStore: Send + Sync {
     /// The version in force, 0 when nothing was pushed.

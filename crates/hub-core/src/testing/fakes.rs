@@ -151,3 +151,40 @@ impl crate::ports::observe::Observer for RecordingObserver {
         lock(&self.0).push(event.clone());
     }
 }
+
+/// Versioned mapping sets in memory.
+#[derive(Debug, Default)]
+pub struct MemoryMappings(Mutex<Vec<Vec<(String, String)>>>);
+
+#[async_trait]
+impl crate::ports::mappings::MappingStore for MemoryMappings {
+    async fn current_version(&self) -> Result<u64, crate::ports::StoreError> {
+        Ok(lock(&self.0).len() as u64)
+    }
+
+    async fn current(
+        &self,
+    ) -> Result<Option<crate::ports::mappings::MappingVersion>, crate::ports::StoreError> {
+        let v = lock(&self.0);
+        Ok(v.last().map(|files| crate::ports::mappings::MappingVersion {
+            version: v.len() as u64,
+            files: files.clone(),
+        }))
+    }
+
+    async fn push(
+        &self,
+        files: &[(String, String)],
+        expected: Option<u64>,
+        _at: UnixMillis,
+    ) -> Result<u64, crate::ports::commit::CommitError> {
+        let mut v = lock(&self.0);
+        if expected.is_some_and(|e| e != v.len() as u64) {
+            return Err(crate::ports::commit::Conflict::AlreadyDone.into());
+        }
+        let mut files = files.to_vec();
+        files.sort();
+        v.push(files);
+        Ok(v.len() as u64)
+    }
+}

@@ -5,7 +5,7 @@
 mod fakes;
 mod storage;
 
-pub use fakes::{ManualClock, RecordingObserver, RecordingQueue, ScriptedForwarder, Sent};
+pub use fakes::{ManualClock, MemoryMappings, RecordingObserver, RecordingQueue, ScriptedForwarder, Sent};
 pub use storage::MemoryStorage;
 
 /// The wide store port on the memory storage.

@@ -249,3 +249,64 @@ async fn only_the_route_that_asks_for_a_private_network_reaches_it() {
         "{stderr}"
     );
 }
+
+/// `hub mappings push --store local` puts a new set in force in a running `hub serve`, recorded
+/// as the next version in its store; a broken set is refused at its line and changes nothing.
+#[tokio::test]
+async fn a_mapping_set_pushed_to_a_running_hub_is_in_force_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = Destination::start().await;
+    let m = dir.path().join("m");
+    lead_mappings(&m, &dest.url("/v1"), "");
+    let hub = Hub::start(&m, &dir.path().join("hub.redb"));
+    let client = reqwest::Client::new();
+    let version = |hub: &Hub| {
+        let (url, token) = (hub.admin_url("/admin/mappings"), hub.admin_token());
+        async move {
+            let v: serde_json::Value = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("admin")
+                .json()
+                .await
+                .expect("json");
+            v["version"].as_u64()
+        }
+    };
+    assert_eq!(version(&hub).await, Some(1), "the set it started with is version 1");
+
+    let next = dir.path().join("next");
+    lead_mappings(&next, &dest.url("/v2"), "");
+    let store = store_arg(&dir);
+    let (code, out) = hub_cli(&[
+        "mappings",
+        "push",
+        "--store",
+        "local",
+        "--hub-store",
+        &store,
+        next.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pushed mapping set version 2"), "{out}");
+    post_signed(&client, &hub, lead_body("P-1")).await;
+    let got = dest.wait_for(1, 10).await;
+    assert_eq!(got[0].path, "/v2", "the pushed set is in force");
+
+    std::fs::write(next.join("leads.yaml"), "source:\n  id: leads\n  bogus: 1\nroutes: []\n").expect("write");
+    let (code, out) = hub_cli(&[
+        "mappings",
+        "push",
+        "--store",
+        "local",
+        "--hub-store",
+        &store,
+        next.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("leads.yaml:3:") && out.contains("nothing pushed"), "{out}");
+    assert_eq!(version(&hub).await, Some(2));
+    hub.stop();
+}

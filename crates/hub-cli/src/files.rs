@@ -45,3 +45,13 @@ pub fn examples_of(mapping: &Path) -> std::io::Result<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// The files' texts under their path relative to `dir`: how a pushed set names its files, the
+/// same wherever the push runs from.
+pub fn relative_names(dir: &Path, paths: &[PathBuf], texts: Vec<(String, String)>) -> Vec<(String, String)> {
+    paths
+        .iter()
+        .zip(texts)
+        .map(|(p, (_, text))| (p.strip_prefix(dir).unwrap_or(p).display().to_string(), text))
+        .collect()
+}

@@ -6,6 +6,7 @@ pub mod admin_access;
 pub mod catcher;
 pub mod files;
 pub mod mappings_cmd;
+pub mod mappings_push;
 pub mod serve;
 pub mod store_cmd;
 pub mod verify_cmd;

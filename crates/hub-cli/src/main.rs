@@ -129,15 +129,23 @@ enum MappingsCmd {
         #[arg(default_value = "mappings")]
         dir: PathBuf,
     },
-    /// Compile every mapping file and store the set as a new version for the AWS functions.
+    /// Compile every mapping file and store the set as a new version: for the AWS functions
+    /// (`--store dynamodb`), or a running `hub serve` (`--store local`), in force at once.
     Push {
         #[arg(default_value = "mappings")]
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "dynamodb")]
         store: mappings_cmd::PushStore,
-        /// The hub's DynamoDB table (the stack's `TableName` output).
-        #[arg(long, env = "HUB_TABLE")]
-        table: String,
+        /// The hub's DynamoDB table (the stack's `TableName` output), for `--store dynamodb`.
+        #[arg(long, env = "HUB_TABLE", required_if_eq("store", "dynamodb"))]
+        table: Option<String>,
+        /// The running `hub serve`'s store file, next to which its admin address and token are,
+        /// for `--store local`.
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        hub_store: PathBuf,
+        /// The admin listener's URL, when it is not the one recorded next to the store.
+        #[arg(long)]
+        server: Option<String>,
         /// The deployment's `RetentionDays` (0: events never expire): a set whose routes retry
         /// longer than events are kept (with the dead-letter queue's 14 days) is refused.
         #[arg(long, env = "HUB_RETENTION_DAYS", default_value_t = 30)]
@@ -259,9 +267,17 @@ fn run(cli: Cli) -> Result<bool> {
                 mappings_cmd::validate(&dir, require_secrets, &mut out)
             }
             MappingsCmd::Test { dir } => Ok(mappings_cmd::test(&dir, &mut out)?.failed == 0),
-            MappingsCmd::Push { dir, store, table, retention_days } => {
+            MappingsCmd::Push { dir, store, table, hub_store, server, retention_days } => {
                 let retention = (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400));
-                runtime()?.block_on(mappings_cmd::push(&dir, store, &table, retention, &mut out))
+                let target = match store {
+                    mappings_cmd::PushStore::Dynamodb => {
+                        mappings_cmd::PushTarget::Dynamodb { table: table.as_deref().unwrap_or_default() }
+                    }
+                    mappings_cmd::PushStore::Local => {
+                        mappings_cmd::PushTarget::Local { store: &hub_store, server: server.as_deref() }
+                    }
+                };
+                runtime()?.block_on(mappings_cmd::push(&dir, target, retention, &mut out))
             }
             MappingsCmd::Render { file, input, headers, verify } => {
                 mappings_cmd::render(&file, &input, &headers, verify, &mut out)

@@ -218,7 +218,17 @@ pub fn default_dir() -> PathBuf {
 /// Where `hub mappings push` stores a set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PushStore {
+    /// The AWS deployment's table (`--table`).
     Dynamodb,
+    /// A running `hub serve` (found through the files next to `--hub-store`), which puts the set
+    /// in force at once.
+    Local,
+}
+
+/// Where a push goes.
+pub enum PushTarget<'a> {
+    Dynamodb { table: &'a str },
+    Local { store: &'a Path, server: Option<&'a str> },
 }
 
 /// `hub mappings push`: compiles every file under `dir` (secrets live in the deployment, so
@@ -226,12 +236,10 @@ pub enum PushStore {
 /// and stores the set as the next version. Nothing is stored when a file does not compile.
 pub async fn push(
     dir: &Path,
-    store: PushStore,
-    table: &str,
+    target: PushTarget<'_>,
     retention: Option<std::time::Duration>,
     out: &mut dyn std::io::Write,
 ) -> Result<bool> {
-    let PushStore::Dynamodb = store;
     let paths = files::mapping_files(dir).with_context(|| format!("reading {}", dir.display()))?;
     if paths.is_empty() {
         bail!("no mapping files (*.yaml) under {}", dir.display());
@@ -247,6 +255,12 @@ pub async fn push(
             return Ok(false);
         }
     };
+    // Stored under their path relative to the directory: stable wherever the push runs from.
+    let named = files::relative_names(dir, &paths, texts);
+    let table = match target {
+        PushTarget::Dynamodb { table } => table,
+        PushTarget::Local { store, server } => return push_local(&named, store, server, out).await,
+    };
     // The same check the admin function makes before it stores a set (which also checks the
     // networks routes ask for against the deployment's `AllowNets`).
     let limits = hub_aws::mappings::Limits {
@@ -259,16 +273,54 @@ pub async fn push(
         writeln!(out, "nothing pushed")?;
         return Ok(false);
     }
-    // Stored under their path relative to the directory: stable wherever the push runs from.
-    let named: Vec<(String, String)> = paths
-        .iter()
-        .zip(texts)
-        .map(|(p, (_, text))| (p.strip_prefix(dir).unwrap_or(p).display().to_string(), text))
-        .collect();
     let clients = hub_aws::Clients::from_env().await;
     let repo = hub_aws::mappings::MappingRepo::new(clients.dynamodb.clone(), table);
     let version =
         repo.push(&named, SystemClock.now().0).await.with_context(|| format!("pushing to table {table}"))?;
     writeln!(out, "pushed mapping set version {version} ({} files) to {table}", named.len())?;
+    Ok(true)
+}
+
+/// Sends the set to a running `hub serve`'s admin listener, which compiles it with its own
+/// secrets, stores it as the next version and puts it in force.
+async fn push_local(
+    named: &[(String, String)],
+    store: &Path,
+    server: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<bool> {
+    let base = crate::admin_access::server_url(store, server);
+    let token = crate::admin_access::read_token(store)?;
+    let files: std::collections::BTreeMap<&str, &str> =
+        named.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/admin/mappings"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"files": files}))
+        .send()
+        .await
+        .with_context(|| {
+            format!("the hub's admin listener at {base} did not answer (is `hub serve` running?)")
+        })?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.context("the admin listener answered non-JSON")?;
+    if !status.is_success() {
+        match v["error"]["diagnostics"].as_array() {
+            Some(list) => {
+                for d in list {
+                    writeln!(out, "{}", d.as_str().unwrap_or_default())?;
+                }
+            }
+            None => writeln!(out, "{}", v["error"]["message"].as_str().unwrap_or("push refused"))?,
+        }
+        writeln!(out, "nothing pushed")?;
+        return Ok(false);
+    }
+    writeln!(
+        out,
+        "pushed mapping set version {} ({} files) to the hub at {base}; in force now",
+        v["version"].as_u64().unwrap_or(0),
+        named.len()
+    )?;
     Ok(true)
 }

@@ -44,7 +44,11 @@ pub struct ServeConfig {
 
 /// Loads mappings (secrets from the environment; any problem fails the start), opens the store.
 /// `catcher` is the `--dev` catcher's address: the one loopback destination let through.
-pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAddr>) -> Result<Arc<Hub>> {
+pub fn build_hub(
+    cfg: &ServeConfig,
+    wake: Arc<Notify>,
+    catcher: Option<SocketAddr>,
+) -> Result<(Arc<Hub>, RedbStore)> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
@@ -58,7 +62,8 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAdd
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("mappings ask for networks this hub does not allow:\n{}", list.join("\n"))
     })?;
-    let store = hub_core::ports::legacy::OnStorage::new(RedbStore::open(&cfg.store)?);
+    let redb = RedbStore::open(&cfg.store)?;
+    let store = hub_core::ports::legacy::OnStorage::new(redb.clone());
     let forwarder = HttpForwarder::new(ForwarderConfig {
         allow_nets: cfg.allow_nets.clone(),
         allow_addrs: catcher.into_iter().collect(),
@@ -70,18 +75,19 @@ pub fn build_hub(cfg: &ServeConfig, wake: Arc<Notify>, catcher: Option<SocketAdd
             warn!(source = %s.id, file = %s.file, "source is unverified (`verify: none`): {}", s.openness());
         }
     }
-    Ok(Arc::new(Hub::new(
+    let hub = Arc::new(Hub::new(
         Arc::new(set),
         Arc::new(store),
         Arc::new(forwarder),
         Arc::new(SystemClock),
         Arc::new(WakeQueue(wake)),
-    )))
+    ));
+    Ok((hub, redb))
 }
 
 /// `--dev`: environment first, then a placeholder, with one warning per unset reference.
 #[derive(Default)]
-struct DevSecrets(std::sync::Mutex<std::collections::HashSet<SecretRef>>);
+pub(crate) struct DevSecrets(std::sync::Mutex<std::collections::HashSet<SecretRef>>);
 
 impl SecretSource for DevSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
@@ -124,7 +130,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     }
     let catcher = if cfg.dev { start_catcher(cfg.catcher_listen).await } else { None };
     let wake = Arc::new(Notify::new());
-    let hub = build_hub(&cfg, wake.clone(), catcher)?;
+    let (hub, store) = build_hub(&cfg, wake.clone(), catcher)?;
+    let version = crate::mappings_push::record_start_set(&store, &cfg.mappings).await?;
+    info!(version, "mapping set in force");
     let state = AppState { hub: hub.clone(), trusted_proxies: Arc::new(cfg.trusted_proxies.clone()) };
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -140,7 +148,13 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     admin_access::write_addr(&cfg.store, admin_addr)?;
     let guard = Arc::new(AdminGuard::new(token, admin_addr));
     let app = server::with_limits(router(state.clone()), &cfg.limits);
-    let admin_app = server::with_limits(admin_router(state, guard), &cfg.limits);
+    let push = crate::mappings_push::LocalPush {
+        hub: hub.clone(),
+        store: store.clone(),
+        allow_nets: cfg.allow_nets.clone(),
+        dev: cfg.dev,
+    };
+    let admin_app = server::with_limits(admin_router(state, guard, push.routes()), &cfg.limits);
     info!(%addr, store = %cfg.store.display(), sources = hub.mappings().sources.len(), "hub listening");
     let token_from = match cfg.admin_token {
         Some(_) => "HUB_ADMIN_TOKEN".to_string(),

@@ -204,8 +204,14 @@ async fn ingest(
 /// Admin routes for the local shell: list/show events and replay, so `hub events` and
 /// `hub replay` work while `hub serve` holds the store. Served on their own loopback listener,
 /// behind [`crate::admin::AdminGuard`] (token, own `Host`, no proxies or browsers).
-pub fn admin_router(state: AppState, guard: std::sync::Arc<crate::admin::AdminGuard>) -> Router {
-    admin_routes(state).fallback(not_found).layer(axum::middleware::from_fn(
+///
+/// `extra` adds a shell's own admin routes (the local mapping push) behind the same guard.
+pub fn admin_router(
+    state: AppState,
+    guard: std::sync::Arc<crate::admin::AdminGuard>,
+    extra: Router,
+) -> Router {
+    admin_routes(state).merge(extra).fallback(not_found).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             crate::admin::guard(guard.clone(), req, next)
         },

@@ -4,6 +4,7 @@
 
 pub mod admin_access;
 pub mod catcher;
+pub mod dev_secrets;
 pub mod files;
 pub mod mappings_cmd;
 pub mod mappings_push;

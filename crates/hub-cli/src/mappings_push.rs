@@ -95,7 +95,7 @@ async fn push(State(p): State<Arc<LocalPush>>, body: axum::body::Bytes) -> Respo
         }
     };
     let files: Vec<(String, String)> = push.files.into_iter().collect();
-    let dev = crate::serve::DevSecrets::default();
+    let dev = crate::dev_secrets::DevSecrets::default();
     let secrets: &dyn SecretSource = if p.dev { &dev } else { &EnvSecrets };
     let set = match MappingSet::compile(&files, secrets) {
         Ok(set) => set,

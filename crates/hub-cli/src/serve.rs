@@ -4,7 +4,7 @@ use crate::{admin_access, files};
 use anyhow::{Context, Result};
 use hub_core::mapping::MappingSet;
 use hub_core::pipeline::Hub;
-use hub_core::secret::{EnvSecrets, Secret, SecretRef, SecretSource};
+use hub_core::secret::{EnvSecrets, SecretSource};
 use hub_core::time::SystemClock;
 use hub_http::admin::AdminGuard;
 use hub_http::forwarder::{ForwarderConfig, HttpForwarder};
@@ -52,7 +52,7 @@ pub fn build_hub(
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
     let texts = files::read_all(&paths)?;
-    let dev = DevSecrets::default();
+    let dev = crate::dev_secrets::DevSecrets::default();
     let secrets: &dyn SecretSource = if cfg.dev { &dev } else { &EnvSecrets };
     let set = MappingSet::compile(&texts, secrets).map_err(|diags| {
         let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
@@ -83,22 +83,6 @@ pub fn build_hub(
         Arc::new(WakeQueue(wake)),
     ));
     Ok((hub, redb))
-}
-
-/// `--dev`: environment first, then a placeholder, with one warning per unset reference.
-#[derive(Default)]
-pub(crate) struct DevSecrets(std::sync::Mutex<std::collections::HashSet<SecretRef>>);
-
-impl SecretSource for DevSecrets {
-    fn resolve(&self, r: &SecretRef) -> Option<Secret> {
-        EnvSecrets.resolve(r).filter(|s| hub_core::secret::is_usable(s.expose())).or_else(|| {
-            let mut warned = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if warned.insert(r.clone()) {
-                warn!(secret = %r, "secret not set; --dev uses the placeholder `<{r}>`");
-            }
-            crate::mappings_cmd::EnvOrPlaceholder.resolve(r)
-        })
-    }
 }
 
 /// A write past a file-size limit (`ulimit -f`) raises SIGXFSZ, whose default action kills the

@@ -1,8 +1,10 @@
 //! Pure core of the webhook hub: everything that decides, nothing that does I/O.
 //!
-//! Body parsing, signature verification, mapping compile + render, trigger evaluation, retry
-//! policy and the domain types live here; the ports (traits in [`ports`]) are implemented by
-//! adapter crates (embedded store, DynamoDB, HTTP forwarder) and wired by the shells.
+//! Body parsing, signature verification, mapping compile + render, the one evaluation path
+//! ([`evaluate`]), retry policy, the use cases ([`pipeline::Hub`]) and the domain types live
+//! here. The ports ([`ports`], one trait per capability) are implemented by adapter crates
+//! (embedded store, DynamoDB, HTTP forwarder) and in memory ([`testing`]); [`conformance`]
+//! holds the suites every adapter passes.
 
 pub mod body;
 pub mod conformance;

@@ -7,12 +7,11 @@
 //! jobs. Jobs may run twice (queues deliver at least once): the store ignores a second dispatch
 //! of the same event and a second outcome for a delivery already final.
 
-use crate::body::{BodyError, parse_body};
-use crate::error::{ErrorCode, PublicError};
+pub use crate::evaluate::IngestError;
 use crate::evaluate::Verified;
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
-use crate::mapping::{CompiledSource, MappingSet};
+use crate::mapping::MappingSet;
 use crate::ports::observe::{HubEvent, Ignore, Observer};
 use crate::ports::{
     Acceptance, EventQuery, Forwarder, Job, JobFailed, JobFailure, NewEvent, Purged, Queue, SendPolicy,
@@ -21,76 +20,10 @@ use crate::ports::{
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
 use crate::time::{Clock, UnixMillis};
-use crate::verify::VerifyError;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use serde_json::Value;
 use std::sync::Arc;
 use tracing::{info, warn};
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("unknown source `{0}`")]
-    UnknownSource(String),
-    #[error("body of {size} bytes exceeds this source's limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
-    #[error(transparent)]
-    Signature(#[from] VerifyError),
-    #[error(transparent)]
-    Body(#[from] BodyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl IngestError {
-    /// What the sender is told. Store details stay in the operator's log.
-    pub fn public(&self) -> PublicError {
-        match self {
-            IngestError::UnknownSource(s) => {
-                PublicError::new(ErrorCode::UnknownSource, format!("no source `{s}`"))
-            }
-            IngestError::TooLarge { limit, .. } => {
-                PublicError::new(ErrorCode::PayloadTooLarge, format!("body exceeds {limit} bytes"))
-            }
-            IngestError::Signature(VerifyError::Missing(h)) => {
-                PublicError::new(ErrorCode::SignatureMissing, format!("missing signature header `{h}`"))
-            }
-            IngestError::Signature(e @ VerifyError::NotAllowed(_)) => {
-                PublicError::new(ErrorCode::Forbidden, e.to_string())
-            }
-            IngestError::Signature(VerifyError::NotConfigured(_)) => {
-                PublicError::new(ErrorCode::SignatureInvalid, "this source cannot verify requests right now")
-            }
-            IngestError::Signature(e) => PublicError::new(ErrorCode::SignatureInvalid, e.to_string()),
-            IngestError::Body(e) if e.is_unsupported() => {
-                PublicError::new(ErrorCode::UnsupportedMediaType, e.to_string())
-            }
-            IngestError::Body(e) if e.is_too_large() => {
-                PublicError::new(ErrorCode::PayloadTooLarge, e.to_string())
-            }
-            IngestError::Body(e) => PublicError::new(ErrorCode::InvalidBody, e.to_string()),
-            IngestError::Store(_) => {
-                PublicError::new(ErrorCode::StoreUnavailable, "the event could not be stored; retry later")
-            }
-        }
-    }
-}
-
-/// Checks a request passes before it is accepted: size, signature over the raw bytes, body.
-/// Returns the parsed body. Reached through [`crate::evaluate::Verified`].
-pub(crate) fn admit(source: &CompiledSource, req: &RawRequest, verify: bool) -> Result<Value, IngestError> {
-    if req.body.len() > source.max_body_bytes {
-        return Err(IngestError::TooLarge { size: req.body.len(), limit: source.max_body_bytes });
-    }
-    if verify {
-        if let Some(ips) = &source.ip_allow {
-            ips.verify_with(req, None, req.received_at)?;
-        }
-        let url = source.public_url_of(req);
-        source.verifier.verify_with(req, url.as_deref(), req.received_at)?;
-    }
-    Ok(parse_body(source.format, &req.headers, &req.body, &source.body_limits)?.value)
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ingested {
@@ -618,31 +551,6 @@ impl Hub {
             }
         };
         if self.record_attempt(id, &source_id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
-    }
-}
-
-/// A delivery as created by a dispatch: pending and due now, or dead when rendering failed.
-pub fn new_delivery(
-    route: RouteId,
-    id: DeliveryId,
-    rendered: Result<crate::event::OutgoingRequest, String>,
-    now: UnixMillis,
-) -> DeliveryRecord {
-    let (status, request, last_error, next) = match rendered {
-        Ok(r) => (DeliveryStatus::Pending, Some(r), None, Some(now)),
-        Err(e) => (DeliveryStatus::Dead, None, Some(format!("mapping: {e}")), None),
-    };
-    DeliveryRecord {
-        id,
-        route,
-        status,
-        attempts: 0,
-        created_at: now,
-        next_attempt_at: next,
-        last_attempt_at: None,
-        last_status: None,
-        last_error,
-        request,
     }
 }
 

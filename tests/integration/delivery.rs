@@ -294,6 +294,19 @@ async fn a_mapping_set_pushed_to_a_running_hub_is_in_force_at_once() {
     post_signed(&client, &hub, lead_body("P-1")).await;
     let got = dest.wait_for(1, 10).await;
     assert_eq!(got[0].path, "/v2", "the pushed set is in force");
+    // What the hub did, counted on the admin listener.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let metrics = reqwest::Client::new()
+        .get(hub.admin_url("/admin/metrics"))
+        .bearer_auth(hub.admin_token())
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("hub_webhooks_accepted_total{source=\"leads\"} 1"), "{metrics}");
+    assert!(metrics.contains("hub_attempts_total{route=\"crm\",outcome=\"delivered\"} 1"), "{metrics}");
 
     std::fs::write(next.join("leads.yaml"), "source:\n  id: leads\n  bogus: 1\nroutes: []\n").expect("write");
     let (code, out) = hub_cli(&[

@@ -48,6 +48,7 @@ pub fn build_hub(
     cfg: &ServeConfig,
     wake: Arc<Notify>,
     catcher: Option<SocketAddr>,
+    observer: Arc<dyn hub_core::ports::observe::Observer>,
 ) -> Result<(Arc<Hub>, RedbStore)> {
     let paths = files::mapping_files(&cfg.mappings)
         .with_context(|| format!("reading mappings from {}", cfg.mappings.display()))?;
@@ -75,13 +76,16 @@ pub fn build_hub(
             warn!(source = %s.id, file = %s.file, "source is unverified (`verify: none`): {}", s.openness());
         }
     }
-    let hub = Arc::new(Hub::new(
-        Arc::new(set),
-        Arc::new(store),
-        Arc::new(forwarder),
-        Arc::new(SystemClock),
-        Arc::new(WakeQueue(wake)),
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            Arc::new(set),
+            Arc::new(store),
+            Arc::new(forwarder),
+            Arc::new(SystemClock),
+            Arc::new(WakeQueue(wake)),
+        )
+        .with_observer(observer),
+    );
     Ok((hub, redb))
 }
 
@@ -114,7 +118,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     }
     let catcher = if cfg.dev { start_catcher(cfg.catcher_listen).await } else { None };
     let wake = Arc::new(Notify::new());
-    let (hub, store) = build_hub(&cfg, wake.clone(), catcher)?;
+    let counters = Arc::new(hub_http::metrics::Counters::default());
+    let (hub, store) = build_hub(&cfg, wake.clone(), catcher, counters.clone())?;
     let version = crate::mappings_push::record_start_set(&store, &cfg.mappings).await?;
     info!(version, "mapping set in force");
     let state = AppState { hub: hub.clone(), trusted_proxies: Arc::new(cfg.trusted_proxies.clone()) };
@@ -138,7 +143,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         allow_nets: cfg.allow_nets.clone(),
         dev: cfg.dev,
     };
-    let admin_app = server::with_limits(admin_router(state, guard, push.routes()), &cfg.limits);
+    let extra = push.routes().merge(counters.routes());
+    let admin_app = server::with_limits(admin_router(state, guard, extra), &cfg.limits);
     info!(%addr, store = %cfg.store.display(), sources = hub.mappings().sources.len(), "hub listening");
     let token_from = match cfg.admin_token {
         Some(_) => "HUB_ADMIN_TOKEN".to_string(),

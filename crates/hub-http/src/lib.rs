@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod forwarder;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod worker;

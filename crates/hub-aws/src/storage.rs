@@ -734,7 +734,7 @@ impl DynamoStorage {
     }
 
     /// Sends writes: one conditional write alone, several as one transaction.
-    async fn send(&self, mut writes: Vec<Write>, token: Option<String>) -> Result<(), CommitError> {
+    async fn send(&self, mut writes: Vec<Write>) -> Result<(), CommitError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -754,11 +754,7 @@ impl DynamoStorage {
         let mut backoff = Duration::from_millis(20);
         let mut tries = 0;
         loop {
-            let req = self
-                .ddb
-                .transact_write_items()
-                .set_transact_items(Some(ops.clone()))
-                .set_client_request_token(token.clone());
+            let req = self.ddb.transact_write_items().set_transact_items(Some(ops.clone()));
             match req.send().await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
@@ -820,26 +816,8 @@ impl DynamoStorage {
     async fn claim_dedup(&self, w: Write, received_at: UnixMillis) -> Result<(), CommitError> {
         let Some(p) = w.op.as_ref().and_then(|o| o.put()) else { return Ok(()) };
         let item = p.item().clone();
-        let r = self
-            .ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item.clone()))
-            .set_condition_expression(p.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(p.expression_attribute_names().cloned())
-            .set_expression_attribute_values(p.expression_attribute_values().cloned())
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let old = match r {
-            Ok(_) => return Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c),
-                ) => c.item().cloned().unwrap_or_default(),
-                _ => return Err(unavailable(sdk_error(&e)).into()),
-            },
-        };
+        let Some(old) = self.put_one(p).await? else { return Ok(()) };
+        let old = old.unwrap_or_default();
         let Some(holder) = get_s(&old, "ev").map(EventId::new) else {
             return Err(corrupt("dedup item without its event").into());
         };
@@ -890,6 +868,31 @@ impl DynamoStorage {
         Ok(())
     }
 
+    /// One conditional PutItem: `None` when it was written, `Some(old item)` when its condition
+    /// failed (the old item when there was one).
+    async fn put_one(&self, p: &Put) -> Result<Option<Option<Item>>, StoreError> {
+        let r = self
+            .ddb
+            .put_item()
+            .table_name(p.table_name())
+            .set_item(Some(p.item().clone()))
+            .set_condition_expression(p.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(p.expression_attribute_names().cloned())
+            .set_expression_attribute_values(p.expression_attribute_values().cloned())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c),
+                ) => Ok(Some(c.item().cloned())),
+                _ => Err(unavailable(sdk_error(&e))),
+            },
+        }
+    }
+
     async fn send_one(&self, w: Write) -> Result<(), CommitError> {
         self.put_blobs(std::slice::from_ref(&w)).await?;
         let failed = |old: Option<Item>| -> Result<(), CommitError> {
@@ -900,27 +903,9 @@ impl DynamoStorage {
         };
         let Some(op) = w.op.as_ref() else { return failed(None) };
         if let Some(p) = op.put() {
-            let r = self
-                .ddb
-                .put_item()
-                .table_name(p.table_name())
-                .set_item(Some(p.item().clone()))
-                .set_condition_expression(p.condition_expression().map(str::to_string))
-                .set_expression_attribute_names(p.expression_attribute_names().cloned())
-                .set_expression_attribute_values(p.expression_attribute_values().cloned())
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .send()
-                .await;
-            return match r {
-                Ok(_) => Ok(()),
-                Err(e) => match e.as_service_error() {
-                    Some(
-                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
-                            c,
-                        ),
-                    ) => failed(c.item().cloned()),
-                    _ => Err(unavailable(sdk_error(&e)).into()),
-                },
+            return match self.put_one(p).await? {
+                None => Ok(()),
+                Some(old) => failed(old),
             };
         }
         if let Some(u) = op.update() {
@@ -984,16 +969,15 @@ impl DynamoStorage {
             .collect();
         crate::batch_put(&self.ddb, &self.table, items).await.map_err(|e| unavailable(e.to_string()))?;
         self.send_one(commit).await?;
-        let timers = deliveries.iter().filter(|d| !d.status.is_final()).map(|d| {
-            let key = TimerKey::attempt(event, &d.id);
-            self.set_timer_write(&Timer::job(
-                Job::Attempt(event.clone(), d.id.clone()),
-                d.next_attempt_at.unwrap_or(at),
-            ))
-            .map(|w| (key, w))
-        });
-        let timers: Vec<(TimerKey, Write)> = timers.collect::<Result<_, _>>()?;
-        let sends = timers.into_iter().map(|(_, w)| self.send_one(w));
+        let timers: Vec<Write> = deliveries
+            .iter()
+            .filter(|d| !d.status.is_final())
+            .map(|d| {
+                let job = Job::Attempt(event.clone(), d.id.clone());
+                self.set_timer_write(&Timer::job(job, d.next_attempt_at.unwrap_or(at)))
+            })
+            .collect::<Result<_, _>>()?;
+        let sends = timers.into_iter().map(|w| self.send_one(w));
         for r in futures_util::future::join_all(sends).await {
             r?;
         }
@@ -1171,10 +1155,6 @@ impl Committer for DynamoStorage {
             };
             return self.dispatch_in_steps(at, &event, &deliveries, error.as_deref()).await;
         }
-        let token = match changes.as_slice() {
-            [Change::Accept(ev)] => Some(accept_token(&ev.id)),
-            _ => None,
-        };
         let solo = changes.len() == 1;
         let mut writes = Vec::new();
         for change in changes {
@@ -1187,15 +1167,8 @@ impl Committer for DynamoStorage {
                 None => Ok(()),
             };
         }
-        self.send(writes, token).await
+        self.send(writes).await
     }
-}
-
-/// The `ClientRequestToken` of an event's accept (at most 36 characters): the same for every
-/// retry of it, different for every event.
-fn accept_token(id: &EventId) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(id.as_str().as_bytes())[..16])
 }
 
 #[async_trait]
@@ -1254,7 +1227,6 @@ impl EventLog for DynamoStorage {
             }
             ids.sort_unstable_by(|a, b| b.cmp(a));
             ids.dedup();
-            let exhausted = ids.len() <= per_shard && ids.is_empty();
             let take: Vec<EventId> = ids.into_iter().take(per_shard).collect();
             if take.is_empty() {
                 break;
@@ -1273,7 +1245,7 @@ impl EventLog for DynamoStorage {
                 }
                 events.push(ev);
             }
-            if more || exhausted || take.len() < per_shard {
+            if more || take.len() < per_shard {
                 break;
             }
         }

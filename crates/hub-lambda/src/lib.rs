@@ -426,21 +426,15 @@ async fn record_dead(shell: &Shell, job: &Job, reason: String) -> Result<(), hub
 pub struct TickReport {
     /// Overdue jobs sent to the queue.
     pub swept: usize,
-    /// Expired dedup keys removed.
-    pub purged: u64,
 }
 
 /// Most jobs one tick sends.
 const SWEEP_LIMIT: usize = 1_000;
 
-/// Expired items forgotten per purge pass, and passes per tick.
-const PURGE_BATCH: usize = 500;
-const PURGE_PASSES: usize = 10;
-
 /// Sends jobs that are overdue by more than the grace period (their message was lost, could
-/// not be sent, or was due later than SQS can delay) and forgets expired dedup keys. Each job
-/// sent is claimed for the sweep lease first, so that later ticks do not send it again while
-/// its message waits in a backlog.
+/// not be sent, or was due later than SQS can delay). Each job sent is claimed for the sweep
+/// lease first, so that later ticks do not send it again while its message waits in a backlog.
+/// Expired items need nothing: DynamoDB's TTL deletes them, and an expired dedup key is free.
 pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
     shell.refresh().await;
     let hub = shell.hub();
@@ -472,16 +466,7 @@ pub async fn tick(shell: &Shell) -> anyhow::Result<TickReport> {
         shell.inner.queue.enqueue(&jobs, now).await.map_err(|e| anyhow::anyhow!(e))?;
         info!(swept = jobs.len(), "overdue jobs sent to the queue");
     }
-    // Bounded passes: a tick never spends its whole run forgetting keys.
-    let mut purged = 0;
-    for _ in 0..PURGE_PASSES {
-        let p = hub.purge(PURGE_BATCH).await?;
-        purged += p.events + p.dedup_keys;
-        if !p.more {
-            break;
-        }
-    }
-    Ok(TickReport { swept: jobs.len(), purged })
+    Ok(TickReport { swept: jobs.len() })
 }
 
 /// Runs a `lambda_runtime` handler for SQS batches.

@@ -243,6 +243,7 @@ impl Hub {
         } else {
             None
         };
+        let made = planned.as_ref().map(|(d, error)| Made::of(&id, d, error.clone(), received_at));
         let stored = stored.into_request();
         let event = NewEvent {
             id,
@@ -257,11 +258,9 @@ impl Hub {
             dedup,
             retention: source.retention,
         };
-        let accepted = match &planned {
+        let accepted = match planned {
             Some((deliveries, error)) => {
-                self.store
-                    .accept_dispatched(event, deliveries.clone(), error.clone(), self.clock.now())
-                    .await?
+                self.store.accept_dispatched(event, deliveries, error, self.clock.now()).await?
             }
             None => self.store.accept(event).await?,
         };
@@ -270,35 +269,8 @@ impl Hub {
                 info!(source = %source.id, event = %event_id, "accepted");
                 self.observer
                     .observe(&HubEvent::Accepted { source: source.id.clone(), event: event_id.clone() });
-                match planned {
-                    Some((deliveries, error)) => {
-                        self.observer.observe(&HubEvent::Dispatched {
-                            event: event_id.clone(),
-                            deliveries: deliveries.len(),
-                        });
-                        if let Some(e) = &error {
-                            self.dead(&event_id, &source.id, None, e);
-                        }
-                        for d in deliveries.iter().filter(|d| d.status == DeliveryStatus::Dead) {
-                            self.dead(
-                                &event_id,
-                                &source.id,
-                                Some(&d.route),
-                                d.last_error.as_deref().unwrap_or(""),
-                            );
-                        }
-                        let jobs: Vec<(Job, UnixMillis)> = deliveries
-                            .iter()
-                            .filter(|d| !d.status.is_final())
-                            .map(|d| {
-                                (
-                                    Job::Attempt(event_id.clone(), d.id.clone()),
-                                    d.next_attempt_at.unwrap_or(received_at),
-                                )
-                            })
-                            .collect();
-                        self.enqueue(&jobs).await;
-                    }
+                match made {
+                    Some(made) => self.announce(&event_id, &source.id, made).await,
                     None => self.enqueue(&[(Job::Dispatch(event_id.clone()), received_at)]).await,
                 }
                 Ok(Ingested { event_id, duplicate: false, challenge: None })
@@ -323,6 +295,19 @@ impl Hub {
             Job::Dispatch(id) => self.dispatch(id, opts).await,
             Job::Attempt(id, d) => self.attempt(id, d, opts).await,
         }
+    }
+
+    /// Says what a recorded dispatch made (at acceptance or by a job) and hands its attempts to
+    /// the queue.
+    async fn announce(&self, id: &EventId, source: &SourceId, made: Made) {
+        self.observer.observe(&HubEvent::Dispatched { event: id.clone(), deliveries: made.fired });
+        if let Some(e) = &made.error {
+            self.dead(id, source, None, e);
+        }
+        for (route, reason) in &made.dead {
+            self.dead(id, source, Some(route), reason);
+        }
+        self.enqueue(&made.jobs).await;
     }
 
     /// Records a dispatch that could make no deliveries, with why.
@@ -372,24 +357,10 @@ impl Hub {
                 return Ok(JobOutcome::Done);
             }
         };
-        let jobs: Vec<(Job, UnixMillis)> = deliveries
-            .iter()
-            .filter(|d| !d.status.is_final())
-            .map(|d| (Job::Attempt(id.clone(), d.id.clone()), d.next_attempt_at.unwrap_or(now)))
-            .collect();
-        let fired = deliveries.len();
-        let dead: Vec<(RouteId, String)> = deliveries
-            .iter()
-            .filter(|d| d.status == DeliveryStatus::Dead)
-            .map(|d| (d.route.clone(), d.last_error.clone().unwrap_or_default()))
-            .collect();
+        let made = Made::of(id, &deliveries, None, now);
         if self.store.save_dispatch(id, deliveries, None, now).await? {
-            info!(event = %id, fired, "dispatched");
-            self.observer.observe(&HubEvent::Dispatched { event: id.clone(), deliveries: fired });
-            for (route, reason) in &dead {
-                self.dead(id, &ev.source, Some(route), reason);
-            }
-            self.enqueue(&jobs).await;
+            info!(event = %id, fired = made.fired, "dispatched");
+            self.announce(id, &ev.source, made).await;
         } else {
             info!(event = %id, "dispatched already; this run changed nothing");
         }
@@ -551,6 +522,36 @@ impl Hub {
             }
         };
         if self.record_attempt(id, &source_id, d).await? { Ok(result) } else { Ok(JobOutcome::Done) }
+    }
+}
+
+/// What a dispatch made, taken before its deliveries go to the store: said and queued once it
+/// is recorded.
+struct Made {
+    fired: usize,
+    error: Option<String>,
+    /// Routes of the deliveries dead from the start (rendering failed), with why.
+    dead: Vec<(RouteId, String)>,
+    /// An attempt for each open delivery, at its time.
+    jobs: Vec<(Job, UnixMillis)>,
+}
+
+impl Made {
+    fn of(id: &EventId, deliveries: &[DeliveryRecord], error: Option<String>, at: UnixMillis) -> Self {
+        Self {
+            fired: deliveries.len(),
+            error,
+            dead: deliveries
+                .iter()
+                .filter(|d| d.status == DeliveryStatus::Dead)
+                .map(|d| (d.route.clone(), d.last_error.clone().unwrap_or_default()))
+                .collect(),
+            jobs: deliveries
+                .iter()
+                .filter(|d| !d.status.is_final())
+                .map(|d| (Job::Attempt(id.clone(), d.id.clone()), d.next_attempt_at.unwrap_or(at)))
+                .collect(),
+        }
     }
 }
 

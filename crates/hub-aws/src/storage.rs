@@ -1236,7 +1236,8 @@ impl EventLog for DynamoStorage {
             for (id, r) in take.iter().zip(records) {
                 before = Some(id.clone());
                 let Some(ev) = r? else { continue };
-                if q.status.is_some_and(|st| st != ev.status()) {
+                // The index queried already narrowed them to the source; the status is known only now.
+                if !q.matches(&ev) {
                     continue;
                 }
                 if events.len() == limit {

@@ -1015,10 +1015,7 @@ impl EventLog for RedbStore {
             for item in range.rev() {
                 let (_, v) = item.map_err(unavailable)?;
                 let ev: EventRecord = serde_json::from_slice(v.value()).map_err(corrupt)?;
-                if q.source.as_ref().is_some_and(|s| s != &ev.source) {
-                    continue;
-                }
-                if q.status.is_some_and(|s| s != ev.status()) {
+                if !q.matches(&ev) {
                     continue;
                 }
                 if events.len() == limit {

@@ -113,6 +113,13 @@ pub struct EventQuery {
     pub before: Option<EventId>,
 }
 
+impl EventQuery {
+    /// Whether `ev` is one the query asks for (its source and status; paging aside).
+    pub fn matches(&self, ev: &EventRecord) -> bool {
+        self.source.as_ref().is_none_or(|s| s == &ev.source) && self.status.is_none_or(|s| s == ev.status())
+    }
+}
+
 /// What one bounded purge pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {

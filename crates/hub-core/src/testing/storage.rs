@@ -265,14 +265,8 @@ impl EventLog for MemoryStorage {
             Some(b) => t.events.range(..b.clone()),
             None => t.events.range(..),
         };
-        let mut events: Vec<EventRecord> = range
-            .rev()
-            .map(|(_, ev)| ev)
-            .filter(|ev| q.source.as_ref().is_none_or(|s| s == &ev.source))
-            .filter(|ev| q.status.is_none_or(|s| s == ev.status()))
-            .take(limit + 1)
-            .cloned()
-            .collect();
+        let mut events: Vec<EventRecord> =
+            range.rev().map(|(_, ev)| ev).filter(|ev| q.matches(ev)).take(limit + 1).cloned().collect();
         let more = events.len() > limit;
         events.truncate(limit);
         let next = if more { events.last().map(|e| e.id.clone()) } else { None };

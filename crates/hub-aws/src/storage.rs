@@ -349,6 +349,17 @@ impl DynamoStorage {
         Ok(out.item)
     }
 
+    /// The body kept in an event item, or in S3 when it was too large for the item.
+    async fn body_of(&self, id: &EventId, item: &Item) -> Result<Bytes, StoreError> {
+        if let Some(b) = item.get("body").and_then(|v| v.as_b().ok()) {
+            return Ok(Bytes::from(inflate(b.as_ref())?));
+        }
+        match get_s(item, "s3") {
+            Some(key) => self.blobs.get(key).await,
+            None => Err(corrupt(format!("event {id} has no body"))),
+        }
+    }
+
     /// The event item and its deliveries (of committed runs only, in dispatch order).
     async fn event_items(&self, id: &EventId) -> Result<Option<(Item, Vec<Item>)>, StoreError> {
         let mut event = None;
@@ -1182,13 +1193,15 @@ impl EventLog for DynamoStorage {
 
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
         let Some(item) = self.get(event_pk(id), "e").await? else { return Ok(None) };
-        if let Some(b) = item.get("body").and_then(|v| v.as_b().ok()) {
-            return Ok(Some(Bytes::from(inflate(b.as_ref())?)));
-        }
-        match get_s(&item, "s3") {
-            Some(key) => Ok(Some(self.blobs.get(key).await?)),
-            None => Err(corrupt(format!("event {id} has no body"))),
-        }
+        Ok(Some(self.body_of(id, &item).await?))
+    }
+
+    /// One read of the event item: its record (without deliveries, which a dispatch does not
+    /// need) and its body.
+    async fn event_with_body(&self, id: &EventId) -> Result<Option<(EventRecord, Bytes)>, StoreError> {
+        let Some(item) = self.get(event_pk(id), "e").await? else { return Ok(None) };
+        let body = self.body_of(id, &item).await?;
+        Ok(Some((self.record_of(&item, &[]).await?, body)))
     }
 
     async fn delivery(

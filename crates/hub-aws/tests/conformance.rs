@@ -4,7 +4,6 @@
 use hub_aws::blobs::Blobs;
 use hub_aws::storage::DynamoStorage;
 use hub_aws::testing::{emulator_clients, unique};
-use hub_core::ports::legacy::OnStorage;
 
 /// A fresh table of layout 2 and a bucket on the emulators; `None` when they are not running
 /// outside CI.
@@ -16,13 +15,6 @@ async fn fresh_storage() -> Option<((), DynamoStorage)> {
     c.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
     Some(((), DynamoStorage::new(c.dynamodb.clone(), table, Blobs::new(c.s3.clone(), bucket), true)))
 }
-
-/// The wide store port on it.
-async fn fresh() -> Option<((), OnStorage<DynamoStorage>)> {
-    fresh_storage().await.map(|(g, s)| (g, OnStorage::new(s)))
-}
-
-hub_core::store_conformance!(fresh);
 
 mod storage {
     use super::fresh_storage;

@@ -7,8 +7,8 @@
 use hub_core::evaluate::Verified;
 use hub_core::ids::{DeliveryId, EventId, SourceId};
 use hub_core::mapping::compile_file;
-use hub_core::ports::legacy::OnStorage;
-use hub_core::ports::{NewEvent, Store};
+use hub_core::ports::NewEvent;
+use hub_core::ports::commit::{Change, Commit, Committer};
 use hub_core::request::{Headers, RawRequest};
 use hub_core::secret::MapSecrets;
 use hub_core::time::UnixMillis;
@@ -114,20 +114,24 @@ fn event(i: usize) -> NewEvent {
     }
 }
 
+async fn accept(store: &RedbStore, ev: NewEvent) {
+    store.commit(Commit::new(ev.received_at).with(Change::Accept(ev))).await.expect("accept");
+}
+
 /// Durable accepts (fsync per commit) one at a time vs. 64 senders at once.
 async fn store_bench() {
     let dir = tempfile::tempdir().expect("tmp");
     let n = 2_000;
 
-    let store = OnStorage::new(RedbStore::open(dir.path().join("seq.redb")).expect("open"));
+    let store = RedbStore::open(dir.path().join("seq.redb")).expect("open");
     let t = Instant::now();
     for i in 0..n {
-        store.accept(event(i)).await.expect("accept");
+        accept(&store, event(i)).await;
     }
     let seq = t.elapsed();
     report("accept  1 sender  (one fsync'd commit each)", n, seq);
 
-    let store = Arc::new(OnStorage::new(RedbStore::open(dir.path().join("par.redb")).expect("open")));
+    let store = Arc::new(RedbStore::open(dir.path().join("par.redb")).expect("open"));
     let senders = 64;
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -135,7 +139,7 @@ async fn store_bench() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in (s..n).step_by(senders) {
-                store.accept(event(i)).await.expect("accept");
+                accept(&store, event(i)).await;
             }
         }));
     }

@@ -64,7 +64,6 @@ pub fn build_hub(
         anyhow::anyhow!("mappings ask for networks this hub does not allow:\n{}", list.join("\n"))
     })?;
     let redb = RedbStore::open(&cfg.store)?;
-    let store = hub_core::ports::legacy::OnStorage::new(redb.clone());
     let forwarder = HttpForwarder::new(ForwarderConfig {
         allow_nets: cfg.allow_nets.clone(),
         allow_addrs: catcher.into_iter().collect(),
@@ -79,7 +78,7 @@ pub fn build_hub(
     let hub = Arc::new(
         Hub::new(
             Arc::new(set),
-            Arc::new(store),
+            Arc::new(redb.clone()),
             Arc::new(forwarder),
             Arc::new(SystemClock),
             Arc::new(WakeQueue(wake)),

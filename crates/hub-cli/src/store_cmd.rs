@@ -4,8 +4,9 @@ use crate::admin_access;
 use anyhow::{Context, Result, bail};
 use hub_core::event::{EventRecord, EventStatus, EventSummary};
 use hub_core::ids::{EventId, SourceId};
-use hub_core::ports::legacy::OnStorage;
-use hub_core::ports::{EventQuery, Store};
+use hub_core::ports::EventQuery;
+use hub_core::ports::commit::{Change, Commit, CommitError, Committer, Conflict};
+use hub_core::ports::log::EventLog;
 use hub_core::time::{Clock, SystemClock};
 use hub_store_redb::RedbStore;
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::path::Path;
 /// Where `events` and `replay` act: the store file, or, while `hub serve` holds it, that
 /// server's admin listener (found and authenticated through the files next to the store).
 enum Target {
-    Local(OnStorage<RedbStore>),
+    Local(RedbStore),
     Server(Admin),
 }
 
@@ -57,7 +58,7 @@ fn open(path: &Path, server: Option<&str>) -> Result<Target> {
         bail!("no store at {} (start `hub serve` first, or pass --store)", path.display());
     }
     match RedbStore::open(path) {
-        Ok(s) => Ok(Target::Local(OnStorage::new(s))),
+        Ok(s) => Ok(Target::Local(s)),
         Err(e) if e.is_locked() => Ok(Target::Server(Admin {
             base: admin_access::server_url(path, server),
             token: admin_access::read_token(path)?,
@@ -95,7 +96,7 @@ pub async fn list(store: &Path, server: Option<&str>, args: ListArgs, out: &mut 
                 limit: args.limit,
                 before: None,
             };
-            st.list_events(&q).await?.iter().map(EventRecord::summary).collect()
+            st.page(&q).await?.events.iter().map(EventRecord::summary).collect()
         }
         Target::Server(admin) => {
             let mut path = format!("/admin/events?limit={}", args.limit);
@@ -175,8 +176,10 @@ pub async fn replay(store: &Path, server: Option<&str>, id: &str, out: &mut dyn 
         }
     };
     let id = EventId::new(id);
-    if !st.requeue(&id, SystemClock.now()).await? {
-        bail!("no event {id}");
+    match st.commit(Commit::new(SystemClock.now()).with(Change::Replay { event: id.clone() })).await {
+        Ok(()) => {}
+        Err(CommitError::Conflict(Conflict::NoSuchEvent(_))) => bail!("no event {id}"),
+        Err(e) => return Err(e.into()),
     }
     writeln!(out, "queued {id} for dispatch; `hub serve` delivers it with the current mappings")?;
     Ok(())

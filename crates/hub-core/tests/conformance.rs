@@ -1,16 +1,6 @@
-//! The store port's conformance suite against the in-memory store.
+//! The ports' conformance suites against the in-memory adapters.
 
-use hub_core::testing::MemoryStore;
-
-async fn fresh() -> Option<((), MemoryStore)> {
-    Some(((), hub_core::testing::memory_store()))
-}
-
-hub_core::store_conformance!(fresh);
-hub_core::store_conformance!(purge: fresh);
-hub_core::store_conformance!(dedup_purge: fresh);
-
-/// The split storage ports on the memory storage.
+/// The storage ports on the memory storage.
 async fn fresh_storage() -> Option<((), hub_core::testing::MemoryStorage)> {
     Some(((), hub_core::testing::MemoryStorage::new()))
 }
@@ -19,6 +9,7 @@ mod storage {
     use super::fresh_storage;
     hub_core::storage_conformance!(fresh_storage);
     hub_core::storage_conformance!(purge: fresh_storage);
+    hub_core::storage_conformance!(dedup_purge: fresh_storage);
 }
 
 /// The mapping store in memory.

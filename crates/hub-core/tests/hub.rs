@@ -7,10 +7,11 @@ use hub_core::event::{DeliveryStatus, EventStatus};
 use hub_core::ids::EventId;
 use hub_core::mapping::MappingSet;
 use hub_core::pipeline::{Hub, JobOutcome, RunOptions};
-use hub_core::ports::{Job, SendOutcome, Store};
+use hub_core::ports::log::EventLog;
+use hub_core::ports::{Job, SendOutcome};
 use hub_core::request::RawRequest;
 use hub_core::secret::MapSecrets;
-use hub_core::testing::{ManualClock, MemoryStore, RecordingQueue, ScriptedForwarder};
+use hub_core::testing::{ManualClock, MemoryStorage, RecordingQueue, ScriptedForwarder};
 use hub_core::time::{Clock, UnixMillis};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,7 @@ routes:
 
 struct World {
     hub: Hub,
-    store: Arc<MemoryStore>,
+    store: Arc<MemoryStorage>,
     queue: Arc<RecordingQueue>,
     dest: Arc<ScriptedForwarder>,
     clock: Arc<ManualClock>,
@@ -59,7 +60,7 @@ fn compile(files: &[(&str, &str)]) -> Arc<MappingSet> {
 }
 
 fn world() -> World {
-    let store = Arc::new(hub_core::testing::memory_store());
+    let store = Arc::new(MemoryStorage::new());
     let queue = Arc::new(RecordingQueue::default());
     let dest = Arc::new(ScriptedForwarder::default());
     let clock = Arc::new(ManualClock::at(T0));
@@ -103,7 +104,7 @@ impl World {
     async fn run_due(&self) -> Vec<(Job, JobOutcome)> {
         let mut ran = Vec::new();
         loop {
-            let jobs = self.store.due_jobs(self.clock.now(), 100).await.expect("due");
+            let jobs = self.hub.due_jobs(100).await.expect("due");
             if jobs.is_empty() {
                 return ran;
             }
@@ -156,7 +157,7 @@ async fn a_duplicate_is_answered_with_the_first_event_and_stores_nothing() {
     assert!(again.duplicate);
     assert_eq!(again.event_id, first);
     assert!(w.queue.take().is_empty(), "nothing queued for a duplicate");
-    let all = w.store.list_events(&Default::default()).await.expect("list");
+    let all = w.store.page(&Default::default()).await.expect("list").events;
     assert_eq!(all.len(), 1);
 }
 
@@ -177,7 +178,7 @@ async fn requests_that_fail_verification_or_name_no_source_are_refused_with_stab
     assert_eq!(e.public().code, ErrorCode::UnknownSource);
     let e = w.hub.ingest("leads", signed("{not json", T0)).await.expect_err("bad body");
     assert_eq!(e.public().code, ErrorCode::InvalidBody);
-    assert!(w.store.list_events(&Default::default()).await.expect("list").is_empty(), "nothing stored");
+    assert!(w.store.page(&Default::default()).await.expect("list").events.is_empty(), "nothing stored");
 }
 
 #[tokio::test]
@@ -511,4 +512,83 @@ async fn a_shell_whose_mappings_may_lag_hears_of_a_missing_route_before_anything
     // Still missing once the newest set is loaded: now it is recorded dead.
     assert_eq!(w.hub.run_job(&job).await.expect("run"), JobOutcome::Done);
     assert_eq!(w.status(&id).await, EventStatus::Dead);
+}
+
+fn store_failure(reason: &str, at: UnixMillis, retry_in_ms: u64) -> hub_core::ports::JobFailure {
+    hub_core::ports::JobFailure {
+        reason: reason.into(),
+        at,
+        retry_at: UnixMillis(at.0 + retry_in_ms),
+        max_failures: 3,
+    }
+}
+
+#[tokio::test]
+async fn a_dispatch_failing_on_the_store_backs_off_then_is_recorded_dead_and_a_replay_counts_afresh() {
+    use hub_core::ports::JobFailed;
+    let w = world();
+    let id = w.ingest(&lead("L-1", false)).await;
+    w.run_due().await;
+    assert!(w.hub.replay(&id).await.expect("replay"));
+    let job = Job::Dispatch(id.clone());
+    let r = w.hub.job_failed(&job, &store_failure("boom", w.clock.now(), 4_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Deferred { failures: 1 });
+    assert!(w.hub.due_jobs(10).await.expect("due").is_empty(), "backed off");
+    w.clock.advance(Duration::from_secs(4));
+    assert_eq!(w.hub.due_jobs(10).await.expect("due"), vec![job.clone()]);
+    let r = w.hub.job_failed(&job, &store_failure("boom", w.clock.now(), 4_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Deferred { failures: 2 });
+    let r =
+        w.hub.job_failed(&job, &store_failure("boom again", w.clock.now(), 4_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Dead { failures: 3 });
+    w.clock.advance(Duration::from_secs(3_600));
+    assert!(w.hub.due_jobs(10).await.expect("due").is_empty(), "given up");
+    let ev = w.store.event(&id).await.expect("read").expect("stored");
+    assert!(
+        ev.dispatch_error.as_deref().is_some_and(|e| e.contains("boom again") && e.contains('3')),
+        "{ev:?}"
+    );
+    let late = w.hub.job_failed(&job, &store_failure("late", w.clock.now(), 4_000)).await.expect("recorded");
+    assert_eq!(late, JobFailed::Gone);
+    assert!(w.hub.replay(&id).await.expect("replay"));
+    let r = w.hub.job_failed(&job, &store_failure("x", w.clock.now(), 1_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Deferred { failures: 1 }, "a replay starts a fresh count");
+}
+
+#[tokio::test]
+async fn an_attempt_failing_on_the_store_backs_off_and_only_its_delivery_is_recorded_dead() {
+    use hub_core::ports::JobFailed;
+    let w = world();
+    let id = w.ingest(&lead("L-1", true)).await;
+    let ev = w.store.event(&id).await.expect("read").expect("stored");
+    let (crm, vip) = (ev.deliveries[0].id.clone(), ev.deliveries[1].id.clone());
+    let job = Job::Attempt(id.clone(), crm.clone());
+    let r = w.hub.job_failed(&job, &store_failure("disk", w.clock.now(), 3_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Deferred { failures: 1 });
+    assert_eq!(
+        w.hub.due_jobs(10).await.expect("due"),
+        vec![Job::Attempt(id.clone(), vip.clone())],
+        "the failing job no longer heads the queue"
+    );
+    // A recorded outcome resets the count.
+    w.clock.advance(Duration::from_secs(3));
+    w.dest.script([ScriptedForwarder::status(503)]);
+    assert!(matches!(w.hub.run_job(&job).await.expect("runs"), JobOutcome::RetryAt(_)));
+    for n in 1..3 {
+        let r = w.hub.job_failed(&job, &store_failure("disk", w.clock.now(), 1_000)).await.expect("recorded");
+        assert_eq!(r, JobFailed::Deferred { failures: n });
+    }
+    let r = w.hub.job_failed(&job, &store_failure("disk", w.clock.now(), 1_000)).await.expect("recorded");
+    assert_eq!(r, JobFailed::Dead { failures: 3 });
+    let ev = w.store.event(&id).await.expect("read").expect("stored");
+    let got = ev.deliveries.iter().find(|d| d.id == crm).expect("crm delivery");
+    assert_eq!((got.status, got.next_attempt_at), (DeliveryStatus::Dead, None));
+    assert!(got.last_error.as_deref().is_some_and(|e| e.contains("disk")), "{got:?}");
+    assert_eq!(got.attempts, 1, "no attempt is counted for a run that never sent");
+    let vip_now = ev.deliveries.iter().find(|d| d.id == vip).expect("vip delivery");
+    assert_eq!(vip_now.status, DeliveryStatus::Pending, "the other delivery is untouched");
+    assert_eq!(
+        w.store.queued().iter().map(|(j, _)| j.clone()).collect::<Vec<_>>(),
+        vec![Job::Attempt(id, vip)]
+    );
 }

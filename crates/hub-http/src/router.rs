@@ -242,20 +242,42 @@ struct ListParams {
     source: Option<String>,
     status: Option<hub_core::event::EventStatus>,
     limit: Option<usize>,
+    /// Only events older than this one (the `next` link of the previous page).
+    before: Option<String>,
 }
 
 async fn admin_list(State(st): State<AppState>, Query(params): Query<ListParams>) -> Response {
     let q = hub_core::ports::EventQuery {
         source: params.source.map(hub_core::ids::SourceId::new),
         status: params.status,
-        limit: params.limit.unwrap_or(50).min(1000),
-        before: None,
+        limit: params.limit.unwrap_or(50).clamp(1, 1000),
+        before: params.before.map(EventId::new),
     };
-    match st.hub.list_events(&q).await {
+    match st.hub.events(&q).await {
         // Summaries only: request headers, query and body are shown for one event at a time.
-        Ok(events) => Json(events.iter().map(|e| e.summary()).collect::<Vec<_>>()).into_response(),
+        Ok(page) => {
+            let body = Json(page.events.iter().map(|e| e.summary()).collect::<Vec<_>>());
+            match page.next.map(|next| next_link(&q, &next)) {
+                Some(link) => ([(axum::http::header::LINK, link)], body).into_response(),
+                None => body.into_response(),
+            }
+        }
         Err(e) => store_failure(&e),
     }
+}
+
+/// The `Link` header to the page after this one (RFC 8288), with the same filters.
+fn next_link(q: &hub_core::ports::EventQuery, next: &EventId) -> String {
+    let mut url = form_urlencoded::Serializer::new(String::new());
+    if let Some(s) = &q.source {
+        url.append_pair("source", s.as_str());
+    }
+    if let Some(s) = q.status {
+        url.append_pair("status", s.as_str());
+    }
+    url.append_pair("limit", &q.limit.to_string());
+    url.append_pair("before", next.as_str());
+    format!("</admin/events?{}>; rel=\"next\"", url.finish())
 }
 
 #[derive(serde::Deserialize)]

@@ -27,7 +27,6 @@ use hub_aws::storage::DynamoStorage;
 use hub_aws::{AwsError, Clients, Settings};
 use hub_core::error::{ErrorCode, PublicError};
 use hub_core::pipeline::{DUE_TOLERANCE_MS, Hub, JobOutcome, RunOptions};
-use hub_core::ports::legacy::OnStorage;
 use hub_core::ports::schedule::{Scheduler as _, TimerKey};
 use hub_core::ports::{Forwarder, Job, Queue as _};
 use hub_core::time::{Clock, SystemClock, UnixMillis};
@@ -113,14 +112,8 @@ impl Shell {
                 .context("loading the mapping set")?;
         let dlq = settings.dlq_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u.clone()));
         let hub = Arc::new(
-            Hub::new(
-                Arc::new(set),
-                Arc::new(OnStorage::new(store.clone())),
-                forwarder,
-                clock,
-                Arc::new(queue.clone()),
-            )
-            .with_observer(Arc::new(metrics)),
+            Hub::new(Arc::new(set), Arc::new(store.clone()), forwarder, clock, Arc::new(queue.clone()))
+                .with_observer(Arc::new(metrics)),
         );
         Ok(Self { inner: Arc::new(Inner { hub, live, repo, store, settings, queue, dlq }) })
     }

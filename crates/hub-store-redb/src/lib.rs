@@ -1226,9 +1226,12 @@ mod tests {
 
     use super::*;
     use hub_core::ids::SourceId;
-    use hub_core::ports::Store;
-    use hub_core::ports::legacy::OnStorage;
+    use hub_core::ports::commit::{Change, Commit, CommitError, Committer};
     use hub_core::request::Headers;
+
+    async fn accept(s: &RedbStore, ev: NewEvent) -> Result<(), CommitError> {
+        s.commit(Commit::new(ev.received_at).with(Change::Accept(ev))).await
+    }
 
     fn event(at: u64) -> NewEvent {
         NewEvent {
@@ -1251,13 +1254,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_operation_commits_nothing_of_itself() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = OnStorage::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+        let store = RedbStore::open(dir.path().join("s.redb")).unwrap();
         let ev = event(1_000);
         let id = ev.id.clone();
-        store.accept(ev).await.unwrap();
+        accept(&store, ev).await.unwrap();
         let other = event(1_000);
         let other_id = other.id.clone();
-        store.accept(other).await.unwrap();
+        accept(&store, other).await.unwrap();
         {
             let db = store.shared.db().unwrap();
             let txn = db.begin_write().unwrap();
@@ -1265,13 +1268,15 @@ mod tests {
             txn.commit().unwrap();
         }
         // Both in one batch: the good one commits, the bad one changes nothing.
-        let (bad, good) = tokio::join!(
-            store.save_dispatch(&id, vec![], None, UnixMillis(2_000)),
-            store.save_dispatch(&other_id, vec![], None, UnixMillis(2_000)),
-        );
-        assert!(matches!(bad, Err(StoreError::Corrupt(_))), "{bad:?}");
-        assert!(good.unwrap());
-        let jobs = store.due_jobs(UnixMillis(10_000), 10).await.unwrap();
+        let dispatch = |id: &EventId| {
+            let change = Change::Dispatch { event: id.clone(), deliveries: vec![], error: None };
+            store.commit(Commit::new(UnixMillis(2_000)).with(change))
+        };
+        let (bad, good) = tokio::join!(dispatch(&id), dispatch(&other_id));
+        assert!(matches!(bad, Err(CommitError::Store(StoreError::Corrupt(_)))), "{bad:?}");
+        good.unwrap();
+        let due = store.due(UnixMillis(10_000), 10).await.unwrap();
+        let jobs: Vec<Job> = due.iter().filter_map(|t| t.as_job().cloned()).collect();
         assert_eq!(jobs, vec![Job::Dispatch(id.clone())], "the failed dispatch is still queued");
         assert_eq!(store.expires_at(&id).await.unwrap(), Some(UnixMillis(1_000 + 3_600_000)));
     }
@@ -1309,7 +1314,7 @@ mod tests {
             txn.open_table(DEDUP).unwrap().insert("src\0k", (5_000, "evt_old")).unwrap();
             txn.commit().unwrap();
         }
-        let store = OnStorage::new(RedbStore::open(&path).unwrap());
+        let store = RedbStore::open(&path).unwrap();
         let id = EventId::new("evt_old");
         let until = 2_000 + millis(LEGACY_RETENTION);
         assert_eq!(store.expires_at(&id).await.unwrap(), Some(UnixMillis(until)));
@@ -1363,8 +1368,11 @@ mod tests {
 mod queue_tests {
     use super::*;
     use hub_core::ids::SourceId;
-    use hub_core::ports::legacy::OnStorage;
-    use hub_core::ports::{Acceptance, Store};
+    use hub_core::ports::commit::{Change, Commit, CommitError, Committer};
+
+    async fn accept(s: &RedbStore, ev: NewEvent) -> Result<(), CommitError> {
+        s.commit(Commit::new(ev.received_at).with(Change::Accept(ev))).await
+    }
 
     fn event(n: usize) -> NewEvent {
         NewEvent {
@@ -1385,32 +1393,33 @@ mod queue_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_write_queue_answers_unavailable_instead_of_growing() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store =
-            Arc::new(OnStorage::new(RedbStore::open_with_queue(dir.path().join("s.redb"), 2).expect("open")));
+        let store = Arc::new(RedbStore::open_with_queue(dir.path().join("s.redb"), 2).expect("open"));
         // An open write transaction stalls the writer thread, as a slow disk would; a first op
         // is in its hands (it waits for the transaction) before the others arrive.
         let db = store.shared.db().expect("db");
         let stall = db.begin_write().expect("write txn");
         let first = {
             let s = store.clone();
-            tokio::spawn(async move { s.accept(event(100)).await })
+            tokio::spawn(async move { accept(&s, event(100)).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let calls: Vec<_> = (0..8)
             .map(|n| {
                 let s = store.clone();
-                tokio::spawn(async move { s.accept(event(n)).await })
+                tokio::spawn(async move { accept(&s, event(n)).await })
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         drop(stall);
-        assert!(matches!(first.await.expect("task"), Ok(Acceptance::Accepted(_))));
+        assert!(matches!(first.await.expect("task"), Ok(())));
         let mut accepted = 0;
         let mut refused = 0;
         for c in calls {
             match c.await.expect("task") {
-                Ok(Acceptance::Accepted(_)) => accepted += 1,
-                Err(StoreError::Unavailable(m)) if m.contains("queue is full") => refused += 1,
+                Ok(()) => accepted += 1,
+                Err(CommitError::Store(StoreError::Unavailable(m))) if m.contains("queue is full") => {
+                    refused += 1
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -6,7 +6,7 @@ use crate::time::UnixMillis;
 use std::sync::Arc;
 
 /// Generates one `#[tokio::test]` per check of the mapping store port (see
-/// [`store_conformance!`](crate::store_conformance) for `make`).
+/// [`storage_conformance!`](crate::storage_conformance) for `make`).
 #[macro_export]
 macro_rules! mapping_store_conformance {
     ($make:ident) => {

@@ -16,15 +16,26 @@ use std::time::Duration;
 
 /// Generates one `#[tokio::test]` per check of the split storage ports, in a module per port.
 ///
-/// `make` is an async function returning `Option<(guard, storage)>` (see
-/// [`store_conformance!`](crate::store_conformance)). `storage_conformance!(purge: make)` adds
-/// the checks for storages that delete expired events themselves.
+/// `make` is an async function returning `Option<(guard, storage)>`: a fresh, empty storage
+/// and whatever must live as long as it (a temporary directory), or `None` when the adapter
+/// cannot run here (the emulators are not up outside CI). `storage_conformance!(purge: make)`
+/// adds the checks for storages that delete expired events themselves (DynamoDB deletes them
+/// by TTL at `expires_at`, which the main checks cover), `storage_conformance!(dedup_purge:
+/// make)` those for storages that forget expired dedup keys themselves.
 #[macro_export]
 macro_rules! storage_conformance {
     (purge: $make:ident) => {
         mod purge {
             $crate::storage_conformance!(@checks super::$make; log;
                 purge_deletes_what_expired_and_keeps_what_still_has_work,
+                purge_passes_are_bounded,
+            );
+        }
+    };
+    (dedup_purge: $make:ident) => {
+        mod dedup_purge {
+            $crate::storage_conformance!(@checks super::$make; dedup;
+                purge_forgets_expired_keys_in_bounded_passes,
             );
         }
     };
@@ -35,6 +46,9 @@ macro_rules! storage_conformance {
                 pages_walk_back_in_time_without_gaps_or_repeats,
                 pages_filter_by_source_and_status,
                 one_delivery_reads_back_alone,
+                an_event_reads_back_with_its_body_in_one_call,
+                large_bodies_and_fan_outs_round_trip,
+                no_delivery_is_filtered_and_a_dead_one_sets_no_timer,
                 expiry_counts_from_the_last_receipt_dispatch_or_replay,
                 a_working_storage_is_healthy,
             );
@@ -187,6 +201,62 @@ pub mod log {
         assert_eq!(s.delivery(&EventId::generate(), &d1.id).await.unwrap(), None);
     }
 
+    pub async fn an_event_reads_back_with_its_body_in_one_call<S: Storage>(s: Arc<S>) {
+        let id = accept(&*s, "src", None, T0).await;
+        let (ev, body) = s.event_with_body(&id).await.unwrap().expect("stored");
+        assert_eq!((ev.id, ev.source.as_str(), body.as_ref()), (id, "src", &b"{\"a\":1}"[..]));
+        assert!(s.event_with_body(&EventId::generate()).await.unwrap().is_none());
+    }
+
+    /// Bodies and rendered requests far larger than a database item (DynamoDB: 400 KB), and a
+    /// fan-out of many deliveries, round-trip whole and in order.
+    pub async fn large_bodies_and_fan_outs_round_trip<S: Storage>(s: Arc<S>) {
+        let mut ev = new_event("src", None, T0);
+        let body: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+        ev.body = bytes::Bytes::from(body.clone());
+        let id = ev.id.clone();
+        commit(&*s, T0, vec![Change::Accept(ev)]).await.unwrap();
+        assert_eq!(s.body(&id).await.unwrap().as_deref(), Some(&body[..]));
+        assert_eq!(s.event(&id).await.unwrap().unwrap().body_len, 1_500_000);
+        assert_eq!(s.event_with_body(&id).await.unwrap().unwrap().1.as_ref(), &body[..]);
+        let mut d = delivery("a", T0);
+        let big = "x".repeat(600_000);
+        if let Some(r) = d.request.as_mut() {
+            r.body = bytes::Bytes::from(format!("{{\"blob\":\"{big}\"}}"));
+        }
+        let many: Vec<_> = std::iter::once(d.clone()).chain((0..150).map(|_| delivery("b", T0))).collect();
+        commit(&*s, T0, vec![Change::Dispatch { event: id.clone(), deliveries: many, error: None }])
+            .await
+            .unwrap();
+        let rec = s.event(&id).await.unwrap().unwrap();
+        assert_eq!(rec.deliveries.len(), 151, "a fan-out of many deliveries is kept whole");
+        assert_eq!(rec.deliveries[0], d, "deliveries keep their order and content");
+        assert_eq!(s.delivery(&id, &d.id).await.unwrap().map(|(_, x)| x), Some(d));
+        assert_eq!(s.due(at(T0), 1_000).await.unwrap().len(), 151);
+    }
+
+    pub async fn no_delivery_is_filtered_and_a_dead_one_sets_no_timer<S: Storage>(s: Arc<S>) {
+        let filtered = accept(&*s, "src", None, T0).await;
+        commit(
+            &*s,
+            T0,
+            vec![Change::Dispatch { event: filtered.clone(), deliveries: Vec::new(), error: None }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.event(&filtered).await.unwrap().unwrap().status(), EventStatus::Filtered);
+        let dead_one = accept(&*s, "src", None, T0).await;
+        let mut dead = delivery("a", T0);
+        dead.status = DeliveryStatus::Dead;
+        dead.next_attempt_at = None;
+        dead.request = None;
+        dead.last_error = Some("mapping: required field".into());
+        let change = Change::Dispatch { event: dead_one.clone(), deliveries: vec![dead], error: None };
+        commit(&*s, T0, vec![change]).await.unwrap();
+        assert_eq!(s.event(&dead_one).await.unwrap().unwrap().status(), EventStatus::Dead);
+        assert!(s.due(at(u64::MAX / 2), 10).await.unwrap().is_empty(), "nothing is left due");
+    }
+
     pub async fn expiry_counts_from_the_last_receipt_dispatch_or_replay<S: Storage>(s: Arc<S>) {
         let mut ev = new_event("src", None, T0);
         ev.retention = Duration::from_secs(10);
@@ -236,6 +306,27 @@ pub mod log {
             Some(at(T0 + 6_000)),
             "counted again from the pass"
         );
+    }
+
+    /// One pass deletes at most `limit` events; the rest wait for the next pass.
+    pub async fn purge_passes_are_bounded<S: Storage>(s: Arc<S>) {
+        for _ in 0..5 {
+            let mut ev = new_event("src", None, T0);
+            ev.retention = Duration::from_secs(1);
+            let id = ev.id.clone();
+            let dispatch = Change::Dispatch { event: id, deliveries: Vec::new(), error: None };
+            commit(&*s, T0, vec![Change::Accept(ev), dispatch]).await.unwrap();
+        }
+        let all = EventQuery { limit: 100, ..EventQuery::default() };
+        let later = at(T0 + 5_000);
+        let first = s.purge(later, 2).await.unwrap();
+        assert_eq!((first.events, first.more), (2, true), "{first:?}");
+        assert_eq!(s.page(&all).await.unwrap().events.len(), 3);
+        let second = s.purge(later, 2).await.unwrap();
+        assert_eq!((second.events, second.more), (2, true), "{second:?}");
+        let third = s.purge(later, 2).await.unwrap();
+        assert_eq!((third.events, third.more), (1, false), "{third:?}");
+        assert!(s.page(&all).await.unwrap().events.is_empty());
     }
 }
 
@@ -409,6 +500,24 @@ pub mod dedup {
         }
         assert_eq!(won.len(), 1, "one accept wins");
         assert!(holders.iter().all(|h| h == &won[0]), "the others name the winner");
+    }
+
+    /// For storages that forget dedup keys themselves: passes are bounded, a key still held is
+    /// kept, a forgotten key is free again.
+    pub async fn purge_forgets_expired_keys_in_bounded_passes<S: Storage>(s: Arc<S>) {
+        for k in ["old1", "old2", "old3"] {
+            accept(&*s, "src", Some(k), 1_000).await;
+        }
+        let held = accept(&*s, "src", Some("new"), 100_000).await;
+        let first = s.purge(at(80_000), 2).await.unwrap();
+        assert_eq!((first.events, first.dedup_keys, first.more), (0, 2, true), "{first:?}");
+        let second = s.purge(at(80_000), 2).await.unwrap();
+        assert_eq!((second.events, second.dedup_keys, second.more), (0, 1, false), "{second:?}");
+        assert_eq!(s.purge(at(80_000), 2).await.unwrap(), crate::ports::Purged::default());
+        let src = SourceId::new("src");
+        assert_eq!(s.holder(&src, "new", at(100_001)).await.unwrap(), Some(held));
+        assert_eq!(s.holder(&src, "old1", at(80_001)).await.unwrap(), None);
+        accept(&*s, "src", Some("old1"), 80_001).await;
     }
 }
 

@@ -31,6 +31,12 @@ pub trait EventLog: Send + Sync {
     async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
     /// Its body as stored.
     async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError>;
+    /// The event and its body, for a dispatch (an adapter that keeps both in one record reads
+    /// it once). `None` when either is missing.
+    async fn event_with_body(&self, id: &EventId) -> Result<Option<(EventRecord, Bytes)>, StoreError> {
+        let Some(ev) = self.event(id).await? else { return Ok(None) };
+        Ok(self.body(id).await?.map(|b| (ev, b)))
+    }
     /// One delivery of the event, with the event's source (what an attempt needs, without
     /// reading every delivery of the event).
     async fn delivery(

@@ -9,13 +9,9 @@
 //! [`commit::Committer`] that changes all of them in one unit of work. A [`Storage`] is all five
 //! over one database. [`mappings::MappingStore`] holds versioned mapping sets,
 //! [`observe::Observer`] receives what the hub did.
-//!
-//! The older wide [`Store`] port is what the use cases run on until every adapter implements
-//! the split ports; [`legacy::OnStorage`] runs it on any [`Storage`].
 
 pub mod commit;
 pub mod dedup;
-pub mod legacy;
 pub mod log;
 pub mod mappings;
 pub mod observe;
@@ -33,7 +29,7 @@ impl<T> Storage for T where
 {
 }
 
-use crate::event::{DeliveryRecord, EventRecord, OutgoingRequest};
+use crate::event::{EventRecord, OutgoingRequest};
 use crate::ids::{DeliveryId, EventId, SourceId};
 use crate::request::Headers;
 use crate::time::UnixMillis;
@@ -190,71 +186,6 @@ impl StoreError {
             StoreError::NoSuchEvent(_) => "no_such_event",
         }
     }
-}
-
-/// The durable store: event log, dedup index and the queue of due work.
-///
-/// Contract: once `accept` returns `Accepted`, the event survives a crash and its dispatch job
-/// will be returned by `due_jobs` until `save_dispatch` is called for it. Every method that
-/// changes an event does so atomically together with the jobs it implies. Jobs may run more
-/// than once (queues deliver at least once): `save_dispatch` without a queued dispatch job
-/// changes nothing, and `save_attempt` of a delivery already final changes nothing.
-#[async_trait]
-pub trait Store: Send + Sync {
-    async fn accept(&self, event: NewEvent) -> Result<Acceptance, StoreError>;
-    /// Accepts an event and records its dispatch at once (its routes were evaluated at
-    /// ingest): what `accept` then `save_dispatch` do, in one commit, with no dispatch queued.
-    async fn accept_dispatched(
-        &self,
-        event: NewEvent,
-        deliveries: Vec<DeliveryRecord>,
-        error: Option<String>,
-        at: UnixMillis,
-    ) -> Result<Acceptance, StoreError>;
-    async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
-    /// One delivery of an event, with the event's source.
-    async fn delivery(
-        &self,
-        id: &EventId,
-        delivery: &DeliveryId,
-    ) -> Result<Option<(SourceId, DeliveryRecord)>, StoreError>;
-    async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError>;
-    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
-    /// Jobs due at or before `now`, oldest due first, at most `limit`.
-    async fn due_jobs(&self, now: UnixMillis, limit: usize) -> Result<Vec<Job>, StoreError>;
-    /// When the earliest queued job is due, if any.
-    async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError>;
-    /// Records a dispatch: appends `deliveries` as the latest set, removes the dispatch job and
-    /// queues an attempt for each pending delivery at its `next_attempt_at`. Returns `false`
-    /// (and changes nothing) when no dispatch of this event is queued: it ran already.
-    async fn save_dispatch(
-        &self,
-        id: &EventId,
-        deliveries: Vec<DeliveryRecord>,
-        error: Option<String>,
-        at: UnixMillis,
-    ) -> Result<bool, StoreError>;
-    /// Replaces one delivery's record and moves its job: rescheduled while the delivery is
-    /// pending/retrying, removed once it is final. A delivery already final is left as it is
-    /// (its job is cleared); returns whether the record changed.
-    async fn save_attempt(&self, id: &EventId, delivery: DeliveryRecord) -> Result<bool, StoreError>;
-    /// Queues the event's dispatch again (replay). `false` when there is no such event.
-    async fn requeue(&self, id: &EventId, at: UnixMillis) -> Result<bool, StoreError>;
-    /// When the event and everything stored about it may be deleted: its last receipt,
-    /// dispatch or replay plus its retention. `None` when there is no such event.
-    async fn expires_at(&self, id: &EventId) -> Result<Option<UnixMillis>, StoreError>;
-    /// One bounded purge pass: deletes at most `limit` events expired at `now` (with their
-    /// bodies, deliveries and dedup keys) and at most `limit` expired dedup keys. An event with
-    /// a queued job (a delivery still retrying, a replay) is never deleted: its expiry moves
-    /// to `now` plus its retention. A store whose database expires items itself (DynamoDB TTL)
-    /// only forgets dedup keys here.
-    async fn purge(&self, now: UnixMillis, limit: usize) -> Result<Purged, StoreError>;
-    /// Records that running `job` failed on the store: the job is due again at `retry_at`, or,
-    /// once it failed `max_failures` times in a row, its dispatch or delivery is recorded dead
-    /// with the reason and the job removed. Any recorded outcome of the job resets the count.
-    async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError>;
-    /// Whether the store can serve reads and writes now; the error says why not.
-    async fn health(&self) -> Result<(), StoreError>;
 }
 
 /// Why jobs could not be queued. Either way they stay due in the store and run when overdue

@@ -7,11 +7,3 @@ mod storage;
 
 pub use fakes::{ManualClock, MemoryMappings, RecordingObserver, RecordingQueue, ScriptedForwarder, Sent};
 pub use storage::MemoryStorage;
-
-/// The wide store port on the memory storage.
-pub type MemoryStore = crate::ports::legacy::OnStorage<MemoryStorage>;
-
-/// A fresh, empty [`MemoryStore`].
-pub fn memory_store() -> MemoryStore {
-    crate::ports::legacy::OnStorage::new(MemoryStorage::new())
-}

@@ -12,10 +12,11 @@ use crate::evaluate::Verified;
 use crate::event::{DeliveryRecord, DeliveryStatus, EventRecord};
 use crate::ids::{DeliveryId, EventId, RouteId, SourceId};
 use crate::mapping::MappingSet;
+use crate::ports::log::EventPage;
 use crate::ports::observe::{HubEvent, Ignore, Observer};
 use crate::ports::{
     Acceptance, EventQuery, Forwarder, Job, JobFailed, JobFailure, NewEvent, Purged, Queue, SendPolicy,
-    Store, StoreError,
+    Storage, StoreError,
 };
 use crate::request::RawRequest;
 use crate::retry::{Verdict, classify};
@@ -24,6 +25,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::Arc;
 use tracing::{info, warn};
+
+mod records;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ingested {
@@ -69,7 +72,7 @@ pub struct RunOptions {
 /// The hub's use cases over its ports. Shells reach the ports only through these.
 pub struct Hub {
     mappings: ArcSwap<MappingSet>,
-    store: Arc<dyn Store>,
+    storage: Arc<dyn Storage>,
     forwarder: Arc<dyn Forwarder>,
     clock: Arc<dyn Clock>,
     queue: Arc<dyn Queue>,
@@ -79,12 +82,19 @@ pub struct Hub {
 impl Hub {
     pub fn new(
         mappings: Arc<MappingSet>,
-        store: Arc<dyn Store>,
+        storage: Arc<dyn Storage>,
         forwarder: Arc<dyn Forwarder>,
         clock: Arc<dyn Clock>,
         queue: Arc<dyn Queue>,
     ) -> Self {
-        Self { mappings: ArcSwap::new(mappings), store, forwarder, clock, queue, observer: Arc::new(Ignore) }
+        Self {
+            mappings: ArcSwap::new(mappings),
+            storage,
+            forwarder,
+            clock,
+            queue,
+            observer: Arc::new(Ignore),
+        }
     }
 
     /// Tells `observer` what the hub does (metrics, logs).
@@ -119,37 +129,41 @@ impl Hub {
 
     /// Whether the store can take webhooks now; the error says why not.
     pub async fn health(&self) -> Result<(), StoreError> {
-        self.store.health().await
+        self.storage.health().await
     }
 
-    /// Events, newest first (see [`EventQuery`]).
-    pub async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-        self.store.list_events(query).await
+    /// A page of events, newest first (see [`EventQuery`]; the page says where the next starts).
+    pub async fn events(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.storage.page(query).await
     }
 
     /// One event with its deliveries.
     pub async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        self.store.event(id).await
+        self.storage.event(id).await
     }
 
     /// The body of one event as stored.
     pub async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
-        self.store.body(id).await
+        self.storage.body(id).await
     }
 
     /// Jobs due now, oldest due first, at most `limit` (for whoever sweeps the store).
     pub async fn due_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
-        self.store.due_jobs(self.clock.now(), limit).await
+        let due = self.storage.due(self.clock.now(), limit).await?;
+        Ok(due.into_iter().filter_map(|t| t.as_job().cloned()).collect())
     }
 
     /// When the earliest queued job is due, if any.
     pub async fn next_due(&self) -> Result<Option<UnixMillis>, StoreError> {
-        self.store.next_due().await
+        self.storage.next_due().await
     }
 
-    /// Records that running `job` failed on the store (see [`Store::job_failed`]).
+    /// Records that running `job` failed on the store, not on its destination: the job is due
+    /// again at `failure.retry_at`, or, once it failed `failure.max_failures` times in a row,
+    /// its dispatch or delivery is recorded dead with the reason. Any recorded outcome of the
+    /// job resets the count.
     pub async fn job_failed(&self, job: &Job, failure: &JobFailure) -> Result<JobFailed, StoreError> {
-        let r = self.store.job_failed(job, failure).await?;
+        let r = self.record_job_failed(job, failure).await?;
         if let JobFailed::Dead { .. } = r {
             self.observe_dead(job, &failure.reason).await;
         }
@@ -162,16 +176,17 @@ impl Hub {
             Job::Dispatch(id) => (id, None),
             Job::Attempt(id, d) => (id, Some(d)),
         };
-        if let Ok(Some(ev)) = self.store.event(id).await {
+        if let Ok(Some(ev)) = self.storage.event(id).await {
             let route =
                 route.and_then(|d| ev.deliveries.iter().find(|x| &x.id == d)).map(|d| d.route.clone());
             self.dead(id, &ev.source, route.as_ref(), reason);
         }
     }
 
-    /// One bounded pass deleting what expired by now (see [`Store::purge`]).
+    /// One bounded pass deleting what expired by now (see
+    /// [`EventLog::purge`](crate::ports::log::EventLog::purge)).
     pub async fn purge(&self, limit: usize) -> Result<Purged, StoreError> {
-        self.store.purge(self.clock.now(), limit).await
+        self.storage.purge(self.clock.now(), limit).await
     }
 
     /// Gives up a job that cannot be processed (its message cannot be read, it keeps crashing
@@ -179,15 +194,8 @@ impl Hub {
     pub async fn give_up(&self, job: &Job, reason: String) -> Result<(), StoreError> {
         let now = self.clock.now();
         let recorded = match job {
-            Job::Dispatch(id) => self.store.save_dispatch(id, Vec::new(), Some(reason.clone()), now).await?,
-            Job::Attempt(id, did) => {
-                let Some(ev) = self.store.event(id).await? else { return Ok(()) };
-                let Some(mut d) = ev.deliveries.into_iter().find(|d| &d.id == did) else { return Ok(()) };
-                d.status = DeliveryStatus::Dead;
-                d.next_attempt_at = None;
-                d.last_error = Some(reason.clone());
-                self.store.save_attempt(id, d).await?
-            }
+            Job::Dispatch(id) => self.record_dispatch(id, Vec::new(), Some(reason.clone()), now).await?,
+            Job::Attempt(id, did) => self.give_up_delivery(id, did, reason.clone(), now).await?,
         };
         if recorded {
             self.observe_dead(job, &reason).await;
@@ -209,7 +217,7 @@ impl Hub {
     /// there is no such event.
     pub async fn replay(&self, id: &EventId) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let found = self.store.requeue(id, now).await?;
+        let found = self.record_replay(id, now).await?;
         if found {
             self.enqueue(&[(Job::Dispatch(id.clone()), now)]).await;
         }
@@ -258,12 +266,8 @@ impl Hub {
             dedup,
             retention: source.retention,
         };
-        let accepted = match planned {
-            Some((deliveries, error)) => {
-                self.store.accept_dispatched(event, deliveries, error, self.clock.now()).await?
-            }
-            None => self.store.accept(event).await?,
-        };
+        let at = if planned.is_some() { self.clock.now() } else { received_at };
+        let accepted = self.record_accept(event, planned, at).await?;
         match accepted {
             Acceptance::Accepted(event_id) => {
                 info!(source = %source.id, event = %event_id, "accepted");
@@ -318,7 +322,7 @@ impl Hub {
         msg: String,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        if self.store.save_dispatch(id, Vec::new(), Some(msg.clone()), now).await? {
+        if self.record_dispatch(id, Vec::new(), Some(msg.clone()), now).await? {
             self.dead(id, source, None, &msg);
         }
         Ok(())
@@ -326,9 +330,9 @@ impl Hub {
 
     async fn dispatch(&self, id: &EventId, opts: &RunOptions) -> Result<JobOutcome, StoreError> {
         let now = self.clock.now();
-        let (Some(ev), Some(body)) = (self.store.event(id).await?, self.store.body(id).await?) else {
+        let Some((ev, body)) = self.storage.event_with_body(id).await? else {
             warn!(event = %id, "dispatch of an unknown event dropped");
-            self.store.save_dispatch(id, Vec::new(), Some("event not found".into()), now).await?;
+            self.record_dispatch(id, Vec::new(), Some("event not found".into()), now).await?;
             return Ok(JobOutcome::Done);
         };
         let mappings = self.mappings();
@@ -358,7 +362,7 @@ impl Hub {
             }
         };
         let made = Made::of(id, &deliveries, None, now);
-        if self.store.save_dispatch(id, deliveries, None, now).await? {
+        if self.record_dispatch(id, deliveries, None, now).await? {
             info!(event = %id, fired = made.fired, "dispatched");
             self.announce(id, &ev.source, made).await;
         } else {
@@ -379,7 +383,7 @@ impl Hub {
             (d.route.clone(), d.status, d.attempts, d.next_attempt_at, d.last_error.clone());
         let last_status = d.last_status;
         let elapsed_ms = d.last_attempt_at.map_or(0, |at| self.clock.now().0.saturating_sub(at.0));
-        if !self.store.save_attempt(id, d).await? {
+        if !self.record_outcome(id, d).await? {
             return Ok(false);
         }
         match status {
@@ -405,7 +409,7 @@ impl Hub {
         did: &DeliveryId,
         opts: &RunOptions,
     ) -> Result<JobOutcome, StoreError> {
-        let Some((source_id, mut d)) = self.store.delivery(id, did).await? else {
+        let Some((source_id, mut d)) = self.storage.delivery(id, did).await? else {
             return Ok(JobOutcome::Done);
         };
         if d.status.is_final() {

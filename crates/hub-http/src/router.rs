@@ -381,3 +381,63 @@ mod client_ip_tests {
         assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("127.0.0.1"));
     }
 }
+
+#[cfg(test)]
+mod listing_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use axum::body::Body;
+    use hub_core::mapping::MappingSet;
+    use hub_core::ports::commit::{Change, Commit, Committer};
+    use hub_core::secret::MapSecrets;
+    use hub_core::testing::{ManualClock, MemoryStorage, RecordingQueue, ScriptedForwarder};
+    use hub_core::time::UnixMillis;
+    use tower::ServiceExt;
+
+    async fn get(app: &Router, uri: &str) -> (Option<String>, Vec<String>) {
+        let req = axum::http::Request::get(uri).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let link = resp.headers().get(axum::http::header::LINK).map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        (link, list.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect())
+    }
+
+    /// The listing pages backwards with the `Link` header's `next`, keeping the filters, and the
+    /// last page has none.
+    #[tokio::test]
+    async fn the_event_listing_pages_with_a_next_link() {
+        let storage = Arc::new(MemoryStorage::new());
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let ev = hub_core::conformance::new_event("leads", None, 1_000 + n);
+            ids.push(ev.id.to_string());
+            storage.commit(Commit::new(UnixMillis(1_000 + n)).with(Change::Accept(ev))).await.unwrap();
+        }
+        let other = hub_core::conformance::new_event("other", None, 2_000);
+        storage.commit(Commit::new(UnixMillis(2_000)).with(Change::Accept(other))).await.unwrap();
+        let set = MappingSet::compile(&[], &MapSecrets(Default::default())).unwrap();
+        let hub = Hub::new(
+            Arc::new(set),
+            storage,
+            Arc::new(ScriptedForwarder::default()),
+            Arc::new(ManualClock::at(UnixMillis(3_000))),
+            Arc::new(RecordingQueue::default()),
+        );
+        let app = admin_routes(AppState::new(Arc::new(hub)));
+        ids.reverse();
+        let (link, first) = get(&app, "/admin/events?source=leads&limit=2").await;
+        assert_eq!(first, ids[..2]);
+        let link = link.expect("a next link");
+        let next = link.strip_prefix('<').and_then(|l| l.split_once(">; rel=\"next\"")).expect("link").0;
+        assert_eq!(next, format!("/admin/events?source=leads&limit=2&before={}", ids[1]));
+        let (link, second) = get(&app, next).await;
+        assert_eq!(second, ids[2..4]);
+        let next = link.expect("a next link");
+        let next = next.trim_start_matches('<').split('>').next().unwrap().to_string();
+        let (link, last) = get(&app, &next).await;
+        assert_eq!((last, link), (ids[4..].to_vec(), None), "the last page links nowhere");
+    }
+}

@@ -171,14 +171,12 @@ pub fn is_template(s: &str) -> bool {
 }
 
 fn render_reason(e: &handlebars::RenderError) -> String {
-    let reason = e.reason().to_string();
+    let reason = helpers::reason_text(e);
     match (e.line_no, e.column_no) {
         (Some(l), Some(c)) => format!("{reason} (template {l}:{c})"),
         _ => reason,
     }
 }
-
-const BLOCK_HELPERS: &[&str] = &["if", "unless", "each", "with"];
 
 fn check_elements(
     elements: &[TemplateElement],
@@ -203,11 +201,11 @@ fn check_elements(
             TemplateElement::Expression(h) => check_call(h, lookups)?,
             TemplateElement::HelperBlock(h) => {
                 if let Parameter::Name(n) = &h.name
-                    && !BLOCK_HELPERS.contains(&n.as_str())
+                    && !helpers::block_helpers().any(|b| b == n)
                 {
                     return Err(format!(
                         "unknown block helper `#{n}` (block helpers: {})",
-                        BLOCK_HELPERS.join(", ")
+                        helpers::block_helpers().collect::<Vec<_>>().join(", ")
                     ));
                 }
                 check_params(h, lookups)?;
@@ -236,7 +234,7 @@ fn check_call(
 ) -> Result<(), String> {
     if let Parameter::Name(n) = &h.name {
         let is_call = !h.params.is_empty() || !h.hash.is_empty();
-        let known = helpers::HELPER_NAMES.contains(&n.as_str());
+        let known = helpers::is_known(n);
         if is_call && !known {
             return Err(format!("unknown helper `{n}`"));
         }

@@ -40,13 +40,13 @@ pub(super) fn source(
     // `tolerance: none` turns freshness off; absent, the provider's documented default applies.
     let tolerance = match &src.tolerance {
         None => preset.and_then(|p| p.tolerance),
-        Some(t) => tolerance_of(t, &fx).unwrap_or_else(|d| {
+        Some(t) => tolerance_of(t, fx).unwrap_or_else(|d| {
             diags.push(d);
             None
         }),
     };
     let (source_secrets, secrets_ok) =
-        match secret_list(SECRET_KEYS, src.secret.as_ref(), src.secrets.as_deref(), &fx, secrets) {
+        match secret_list(SECRET_KEYS, src.secret.as_ref(), src.secrets.as_deref(), fx, secrets) {
             Ok(s) => (s, true),
             Err(d) => {
                 diags.push(d);
@@ -67,7 +67,7 @@ pub(super) fn source(
             }
             Verifier::None
         }
-        (Some(v), _) => compile_verify(v, &fx, secrets).unwrap_or_else(|d| {
+        (Some(v), _) => compile_verify(v, fx, secrets).unwrap_or_else(|d| {
             diags.push(d);
             Verifier::None
         }),

@@ -43,7 +43,9 @@ pub(super) fn compile_retry(
         p.jitter = j;
     }
     if p.timeout.is_zero() || p.timeout > Duration::from_secs(300) {
-        diags.push(fx.at(Loc::of(rs), "timeout must be between 1ms and 5m"));
+        // At the value written, not at the whole `retry:` block.
+        let at = s.timeout.as_ref().map_or(Loc::of(rs), Loc::of);
+        diags.push(fx.at(at, "timeout must be between 1ms and 5m"));
     }
     if diags.is_empty() { Ok(p) } else { Err(diags) }
 }

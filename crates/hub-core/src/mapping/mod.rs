@@ -42,7 +42,7 @@ use template::{Env, TemplateRef, Templates};
 pub use url::url_origin;
 use url::{check_rendered_url, non_loopback_http_host};
 use value::MapNode;
-pub use value::RenderError;
+pub use value::{RenderError, RenderErrorKind};
 
 /// How mapping and example files are read: YAML 1.2 booleans only (`yes`, `no`, `on`, `n`
 /// stay strings, so a lookup key `no:` or a field `n:` means what it says), and numbers with
@@ -337,21 +337,29 @@ impl CompiledSource {
             let delivery = delivery_id();
             let result = match env {
                 Ok(env) => self.render_route(r, env, req, &delivery),
-                Err(msg) => Err(RenderError(self.fx.at(r.loc, msg).to_string())),
+                Err(msg) => {
+                    Err(RenderError::new(RenderErrorKind::FanOut, self.fx.at(r.loc, msg).to_string()))
+                }
             };
             if let Ok(o) = &result {
                 bytes = bytes.saturating_add(o.size());
             }
             out.push(Rendered { route: r.id.clone(), delivery, result });
             if out.len() > MAX_EVENT_DELIVERIES {
-                return Err(RenderError(format!(
-                    "the event's routes make more than {MAX_EVENT_DELIVERIES} deliveries; nothing was sent"
-                )));
+                return Err(RenderError::new(
+                    RenderErrorKind::EventCap,
+                    format!(
+                        "the event's routes make more than {MAX_EVENT_DELIVERIES} deliveries; nothing was sent"
+                    ),
+                ));
             }
             if bytes > MAX_EVENT_RENDERED_BYTES {
-                return Err(RenderError(format!(
-                    "the event's routes render more than {MAX_EVENT_RENDERED_BYTES} bytes; nothing was sent"
-                )));
+                return Err(RenderError::new(
+                    RenderErrorKind::EventCap,
+                    format!(
+                        "the event's routes render more than {MAX_EVENT_RENDERED_BYTES} bytes; nothing was sent"
+                    ),
+                ));
             }
             Ok(())
         };
@@ -393,12 +401,17 @@ impl CompiledSource {
         delivery: &DeliveryId,
     ) -> Result<OutgoingRequest, RenderError> {
         let fx = &self.fx;
-        let tpl_err = |e: String| RenderError(fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string());
+        let tpl_err = |e: &dyn std::fmt::Display| {
+            RenderError::new(
+                RenderErrorKind::Request,
+                fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string(),
+            )
+        };
         let url = match &r.url {
             UrlPlan::Fixed(u) => u.clone(),
             UrlPlan::Template { template, .. } => {
-                let url = self.templates.render(template, env).map_err(tpl_err)?;
-                check_rendered_url(&url).map_err(tpl_err)?;
+                let url = self.templates.render(template, env).map_err(|e| tpl_err(&e))?;
+                check_rendered_url(&url).map_err(|e| tpl_err(&e))?;
                 url
             }
             UrlPlan::Secret { reference, .. } => reference.clone(),
@@ -408,9 +421,10 @@ impl CompiledSource {
                 let v = m.render(env, &self.templates, fx)?.unwrap_or(Value::Null);
                 ("application/json".to_string(), Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
             }
-            BodyPlan::Template { template, content_type } => {
-                (content_type.clone(), Bytes::from(self.templates.render(template, env).map_err(tpl_err)?))
-            }
+            BodyPlan::Template { template, content_type } => (
+                content_type.clone(),
+                Bytes::from(self.templates.render(template, env).map_err(|e| tpl_err(&e))?),
+            ),
             BodyPlan::Raw => {
                 (req.content_type().unwrap_or("application/octet-stream").to_string(), req.body.clone())
             }
@@ -419,10 +433,10 @@ impl CompiledSource {
         for (name, v) in &r.headers {
             let value = match v {
                 HeaderValue::Fixed(s) => s.clone(),
-                HeaderValue::Template(t) => self.templates.render(t, env).map_err(tpl_err)?,
+                HeaderValue::Template(t) => self.templates.render(t, env).map_err(|e| tpl_err(&e))?,
             };
             if value.contains(['\r', '\n']) {
-                return Err(tpl_err(format!("header `{name}` would contain a line break")));
+                return Err(tpl_err(&format_args!("header `{name}` would contain a line break")));
             }
             headers.retain(|(k, _)| k != name);
             headers.push((name.clone(), value));
@@ -431,9 +445,9 @@ impl CompiledSource {
         headers.push(("x-hub-event-id".into(), event_id.to_string()));
         let key = match &r.idempotency_key {
             Some(t) => {
-                let k = self.templates.render(t, env).map_err(tpl_err)?;
+                let k = self.templates.render(t, env).map_err(|e| tpl_err(&e))?;
                 if k.is_empty() || k.contains(['\r', '\n']) {
-                    return Err(tpl_err("`idempotency_key` rendered empty or with a line break".into()));
+                    return Err(tpl_err(&"`idempotency_key` rendered empty or with a line break"));
                 }
                 k
             }

@@ -60,10 +60,9 @@ fn compile_route(
         );
     }
     let when = spec.when.as_ref().and_then(|w| Condition::compile(w, fx).map_err(|d| diags.push(d)).ok());
-    let for_each = spec
-        .for_each
-        .as_ref()
-        .and_then(|f| Selector::compile(&f.value).map_err(|e| diags.push(fx.at(Loc::of(f), e))).ok());
+    let for_each = spec.for_each.as_ref().and_then(|f| {
+        Selector::compile(&f.value).map_err(|e| diags.push(fx.at(Loc::of(f), e.to_string()))).ok()
+    });
     let to = &spec.to.value;
     let to_loc = Loc::of(&spec.to);
 
@@ -87,7 +86,7 @@ fn compile_route(
             };
             ts.compile(&b.value, escape)
                 .map(|template| BodyPlan::Template { template, content_type: ct })
-                .map_err(|e| diags.push(fx.at(Loc::of(b), e)))
+                .map_err(|e| diags.push(fx.at(Loc::of(b), e.to_string())))
                 .ok()
         }
         (None, None, true) => Some(BodyPlan::Raw),
@@ -136,7 +135,7 @@ fn compile_route(
     } else if template::is_template(url_text) {
         ts.compile(url_text, Escape::Url)
             .map(|template| UrlPlan::Template { template, origin: url_origin(url_text).to_string() })
-            .map_err(|e| diags.push(fx.at(Loc::of(&to.url), e)))
+            .map_err(|e| diags.push(fx.at(Loc::of(&to.url), e.to_string())))
             .ok()
     } else {
         Some(UrlPlan::Fixed(url_text.to_string()))
@@ -182,7 +181,7 @@ fn compile_route(
             match ts.compile(&v.value, Escape::Plain) {
                 Ok(t) => HeaderValue::Template(t),
                 Err(e) => {
-                    diags.push(fx.at(Loc::of(v), e));
+                    diags.push(fx.at(Loc::of(v), e.to_string()));
                     continue;
                 }
             }
@@ -192,10 +191,9 @@ fn compile_route(
         headers.push((lname, hv));
     }
 
-    let idempotency_key = to
-        .idempotency_key
-        .as_ref()
-        .and_then(|k| ts.compile(&k.value, Escape::Plain).map_err(|e| diags.push(fx.at(Loc::of(k), e))).ok());
+    let idempotency_key = to.idempotency_key.as_ref().and_then(|k| {
+        ts.compile(&k.value, Escape::Plain).map_err(|e| diags.push(fx.at(Loc::of(k), e.to_string()))).ok()
+    });
 
     if let (Some(a), Some(url)) = (&to.auth, &url)
         && let Some(reason) = url.plain_http_host()

@@ -64,9 +64,10 @@ fn locate(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Locate> {
     match (&spec.value.path, &spec.value.header) {
-        (Some(p), None) => {
-            Selector::compile(&p.value).map(Locate::Path).map_err(|e| diags.push(fx.at(Loc::of(p), e))).ok()
-        }
+        (Some(p), None) => Selector::compile(&p.value)
+            .map(Locate::Path)
+            .map_err(|e| diags.push(fx.at(Loc::of(p), e.to_string())))
+            .ok(),
         (None, Some(h)) => Some(Locate::Header(h.value.to_ascii_lowercase())),
         _ => {
             diags.push(fx.at(Loc::of(spec), format!("{what} takes exactly one of `path` or `header`")));
@@ -208,7 +209,7 @@ pub(super) fn redaction(
             }
             match Selector::compile(&b.value) {
                 Ok(sel) => redact.add_body(sel),
-                Err(e) => diags.push(fx.at(Loc::of(b), e)),
+                Err(e) => diags.push(fx.at(Loc::of(b), e.to_string())),
             }
         }
         if !r.value.body.is_empty()

@@ -5,6 +5,9 @@
 //! RFC 9535 JSONPath, strings with `{{` are Handlebars (strict, escaped for their output).
 //! Both run against the *envelope*:
 //! `{"body": ..., "headers": {lower-case: value}, "query": {...}, "event": {id, source, received_at}}`.
+//!
+//! This module holds the compiled types and what runs at delivery time; the compiler is in
+//! `compile` (a module per section of the file), the template helpers in [`helpers`].
 
 mod compile;
 pub mod condition;

@@ -1,9 +1,9 @@
 //! The mapping compiler: one file's text in, a [`CompiledSource`] or every diagnostic out.
 //!
-//! Each section of the file compiles in its own module ([`source`]: id, format, dedup, size
-//! caps, redaction; [`verify`]: verification, secrets, tolerance; [`route`]: `when`, `map`,
-//! `to`; [`retry`]; [`retention`]); this module reads the YAML and runs them in file order, so
-//! diagnostics come out in the order an author reads the file.
+//! Each section of the file compiles in its own module (`source`: id, lookups, dedup, event
+//! type, size cap, redaction; `verify`: verification, secrets, tolerance, source networks;
+//! `route`: `for_each`, `when`, `map`/`body`, `to`; `retry`; `retention`); this module reads the
+//! YAML and runs them in the order the diagnostics have always come out.
 
 mod retention;
 mod retry;

@@ -1,10 +1,10 @@
 //! Handlebars helpers that integrators call from mapping templates (strings, names, phones, e-mails,
 //! dates, lookup tables, JSONPath), plus the compile-time check of their literal arguments.
 //!
-//! Every helper is declared once, in its family's `HELPERS` table ([`text`], [`numbers`],
-//! [`dates`], [`phone_email`], [`lookup`], [`json`], and the Handlebars built-ins we allow in
-//! [`builtin`]): its name, arity, named arguments, literal checks, the function that runs it and
-//! a one-line description. Registration, [`check_call`], [`is_known`] and the helper reference
+//! Every helper is declared once, in its family's `HELPERS` table (`text`, `numbers`, `dates`,
+//! `phone_email`, `lookup`, `json`, and the Handlebars built-ins we allow in `builtin`): its
+//! name, arity, named arguments, literal checks, the function that runs it and a one-line
+//! description. Registration, [`check_call`], [`is_known`] and the helper reference
 //! in the docs are all derived from those tables.
 
 mod builtin;

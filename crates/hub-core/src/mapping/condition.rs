@@ -72,7 +72,8 @@ impl Condition {
             match k.as_str() {
                 "path" => {
                     let s = v.as_str().ok_or_else(|| fx.at(v.loc, "`path` must be a JSONPath string"))?;
-                    target = Some(Target::Path(Selector::compile(s).map_err(|e| fx.at(v.loc, e))?));
+                    target =
+                        Some(Target::Path(Selector::compile(s).map_err(|e| fx.at(v.loc, e.to_string()))?));
                 }
                 "header" => {
                     let s = v.as_str().ok_or_else(|| fx.at(v.loc, "`header` must be a header name"))?;

@@ -3,6 +3,14 @@
 use jsonpath_rust::parser::model::JpQuery;
 use serde_json::Value;
 
+/// A path that is not RFC 9535 JSONPath: the path, and the parser's reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSONPath `{path}`: {reason}")]
+pub struct SelectorError {
+    pub path: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Selector {
     source: String,
@@ -13,12 +21,12 @@ impl Selector {
     /// Compiles `path`. Both jsonpath-rust (the evaluator) and serde_json_path (a strict RFC 9535
     /// parser) must accept it: the former alone reads `$.first name` or `@.a in [..]` as odd
     /// names and silently matches nothing.
-    pub fn compile(path: &str) -> Result<Self, String> {
+    pub fn compile(path: &str) -> Result<Self, SelectorError> {
+        let invalid = |reason: String| SelectorError { path: path.to_string(), reason };
         if let Err(e) = serde_json_path::JsonPath::parse(path) {
-            return Err(format!("invalid JSONPath `{path}`: {e}"));
+            return Err(invalid(e.to_string()));
         }
-        let query = jsonpath_rust::parser::parse_json_path(path)
-            .map_err(|e| format!("invalid JSONPath `{path}`: {e}"))?;
+        let query = jsonpath_rust::parser::parse_json_path(path).map_err(|e| invalid(e.to_string()))?;
         Ok(Self { source: path.to_string(), query })
     }
 
@@ -85,5 +93,8 @@ mod tests {
         assert!(Selector::compile("$[?@.a in ['x']]").is_err());
         assert!(Selector::compile("body.x").is_err());
         assert!(Selector::compile("$[").is_err());
+        let e = Selector::compile("body.x").expect_err("no root");
+        assert_eq!(e.path, "body.x");
+        assert!(e.to_string().starts_with("invalid JSONPath `body.x`: "), "{e}");
     }
 }

@@ -78,33 +78,58 @@ impl Templates {
     }
 
     /// Compiles and registers `source`. Errors are reasons (the caller adds file and line).
-    pub fn compile(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, String> {
+    pub fn compile(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, TemplateError> {
         let tpl = Template::compile(source).map_err(|e| match e.pos() {
-            Some((l, c)) => format!("template error at {l}:{c} of the template: {}", e.reason()),
-            None => format!("template error: {}", e.reason()),
+            Some((line, col)) => TemplateError::Syntax { line, col, reason: e.reason().to_string() },
+            None => TemplateError::SyntaxAnywhere(e.reason().to_string()),
         })?;
         check_elements(&tpl.elements, escape, &self.lookups)?;
         let name = format!("t{}", self.next);
         self.next += 1;
-        let hb = self.registries.get_mut(&escape).ok_or("no registry")?;
+        let hb = self.registries.get_mut(&escape).ok_or(TemplateError::NoRegistry)?;
         hb.register_template(&name, tpl);
         Ok(TemplateRef { escape, name })
     }
 
-    pub fn render(&self, t: &TemplateRef, env: &Env<'_>) -> Result<String, String> {
-        self.try_render(t, env).map_err(|e| e.message)
-    }
-
-    /// Like [`Templates::render`], telling a missing value apart from other failures.
-    pub fn try_render(&self, t: &TemplateRef, env: &Env<'_>) -> Result<String, TemplateFailure> {
+    /// Renders `t`, telling a missing value apart from other failures.
+    pub fn render(&self, t: &TemplateRef, env: &Env<'_>) -> Result<String, RenderFailure> {
         let Some(hb) = self.registries.get(&t.escape) else {
-            return Err(TemplateFailure { missing: false, message: "no registry".into() });
+            return Err(RenderFailure::Failed("no registry".into()));
         };
-        hb.render_with_context(&t.name, env.context()).map_err(|e| TemplateFailure {
-            missing: helpers::is_missing_error(&e),
-            message: render_reason(&e),
+        hb.render_with_context(&t.name, env.context()).map_err(|e| {
+            let reason = render_reason(&e);
+            if helpers::is_missing_error(&e) {
+                RenderFailure::Missing(reason)
+            } else {
+                RenderFailure::Failed(reason)
+            }
         })
     }
+}
+
+/// Why a template does not compile.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template error at {line}:{col} of the template: {reason}")]
+    Syntax { line: usize, col: usize, reason: String },
+    #[error("template error: {0}")]
+    SyntaxAnywhere(String),
+    #[error(
+        "`{{{{{{...}}}}}}` would bypass escaping; use `{{{{...}}}}` (or `{{{{{{json x}}}}}}` to embed JSON)"
+    )]
+    BypassesEscaping,
+    #[error("unknown block helper `#{name}` (block helpers: {known})")]
+    UnknownBlockHelper { name: String, known: String },
+    #[error("unknown helper `{0}`")]
+    UnknownHelper(String),
+    /// A call to a known helper that can never succeed (its arity, named or literal arguments).
+    #[error("{helper}: {reason}")]
+    HelperCall { helper: String, reason: String },
+    /// A construct mapping templates do not support (partials, decorators).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("no registry")]
+    NoRegistry,
 }
 
 /// The document a route renders against: the JSON envelope for selectors, and the same as a
@@ -158,11 +183,21 @@ impl<'a> Env<'a> {
     }
 }
 
-/// A failed render: `missing` when a value it needs is absent (a `default` may cover that).
-#[derive(Debug)]
-pub struct TemplateFailure {
-    pub missing: bool,
-    pub message: String,
+/// Why a template did not render.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderFailure {
+    /// A value it needs is absent (a field's `default` may cover that).
+    #[error("{0}")]
+    Missing(String),
+    /// Anything else: a helper refused the data, or the output could not be written.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl RenderFailure {
+    pub fn is_missing(&self) -> bool {
+        matches!(self, RenderFailure::Missing(_))
+    }
 }
 
 /// Whether a string needs Handlebars at all (most map values are plain literals).
@@ -171,20 +206,18 @@ pub fn is_template(s: &str) -> bool {
 }
 
 fn render_reason(e: &handlebars::RenderError) -> String {
-    let reason = e.reason().to_string();
+    let reason = helpers::reason_text(e);
     match (e.line_no, e.column_no) {
         (Some(l), Some(c)) => format!("{reason} (template {l}:{c})"),
         _ => reason,
     }
 }
 
-const BLOCK_HELPERS: &[&str] = &["if", "unless", "each", "with"];
-
 fn check_elements(
     elements: &[TemplateElement],
     escape: Escape,
     lookups: &HashMap<String, LookupTable>,
-) -> Result<(), String> {
+) -> Result<(), TemplateError> {
     for el in elements {
         match el {
             TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
@@ -193,22 +226,19 @@ fn check_elements(
                 // output is JSON already. Anything else unescaped could break the document.
                 let is_json_call = matches!(&h.name, Parameter::Name(n) if n == "json");
                 if escape != Escape::Plain && !(escape == Escape::Json && is_json_call) {
-                    return Err(
-                        "`{{{...}}}` would bypass escaping; use `{{...}}` (or `{{{json x}}}` to embed JSON)"
-                            .into(),
-                    );
+                    return Err(TemplateError::BypassesEscaping);
                 }
                 check_call(h, lookups)?;
             }
             TemplateElement::Expression(h) => check_call(h, lookups)?,
             TemplateElement::HelperBlock(h) => {
                 if let Parameter::Name(n) = &h.name
-                    && !BLOCK_HELPERS.contains(&n.as_str())
+                    && !helpers::block_helpers().any(|b| b == n)
                 {
-                    return Err(format!(
-                        "unknown block helper `#{n}` (block helpers: {})",
-                        BLOCK_HELPERS.join(", ")
-                    ));
+                    return Err(TemplateError::UnknownBlockHelper {
+                        name: n.clone(),
+                        known: helpers::block_helpers().collect::<Vec<_>>().join(", "),
+                    });
                 }
                 check_params(h, lookups)?;
                 if let Some(t) = &h.template {
@@ -222,9 +252,11 @@ fn check_elements(
             | TemplateElement::DecoratorBlock(_)
             | TemplateElement::PartialExpression(_)
             | TemplateElement::PartialBlock(_) => {
-                return Err("partials and decorators are not supported in mapping templates".into());
+                return Err(TemplateError::Unsupported(
+                    "partials and decorators are not supported in mapping templates",
+                ));
             }
-            _ => return Err("unsupported template construct".into()),
+            _ => return Err(TemplateError::Unsupported("unsupported template construct")),
         }
     }
     Ok(())
@@ -233,18 +265,19 @@ fn check_elements(
 fn check_call(
     h: &handlebars::template::HelperTemplate,
     lookups: &HashMap<String, LookupTable>,
-) -> Result<(), String> {
+) -> Result<(), TemplateError> {
     if let Parameter::Name(n) = &h.name {
         let is_call = !h.params.is_empty() || !h.hash.is_empty();
-        let known = helpers::HELPER_NAMES.contains(&n.as_str());
+        let known = helpers::is_known(n);
         if is_call && !known {
-            return Err(format!("unknown helper `{n}`"));
+            return Err(TemplateError::UnknownHelper(n.clone()));
         }
         if known {
             let literals: Vec<Option<&Value>> = h.params.iter().map(literal).collect();
             let hash: Vec<(&str, Option<&Value>)> =
                 h.hash.iter().map(|(k, v)| (k.as_str(), literal(v))).collect();
-            helpers::check_call(n, &literals, &hash, lookups).map_err(|e| format!("{n}: {e}"))?;
+            helpers::check_call(n, &literals, &hash, lookups)
+                .map_err(|reason| TemplateError::HelperCall { helper: n.clone(), reason })?;
         }
     }
     check_params(h, lookups)
@@ -253,14 +286,14 @@ fn check_call(
 fn check_params(
     h: &handlebars::template::HelperTemplate,
     lookups: &HashMap<String, LookupTable>,
-) -> Result<(), String> {
+) -> Result<(), TemplateError> {
     for p in h.params.iter().chain(h.hash.values()) {
         if let Parameter::Subexpression(se) = p {
             match se.element.as_ref() {
                 TemplateElement::Expression(inner) | TemplateElement::HtmlExpression(inner) => {
                     check_call(inner, lookups)?
                 }
-                _ => return Err("unsupported sub-expression".into()),
+                _ => return Err(TemplateError::Unsupported("unsupported sub-expression")),
             }
         }
     }
@@ -320,20 +353,53 @@ mod tests {
         let mut ts = t();
         let p = ts.compile("{{body.nope}}", Escape::Plain).expect("compiles");
         let e = ts.render(&p, &Env::new(&json!({"body": {}}))).unwrap_err();
-        assert!(e.contains("nope"), "{e}");
+        assert!(e.is_missing() && e.to_string().contains("nope"), "{e}");
     }
 
     #[test]
     fn compile_rejects_unknown_helpers_triple_stash_and_partials() {
         let mut ts = t();
         assert!(
-            ts.compile("{{shout body.x}}", Escape::Plain).unwrap_err().contains("unknown helper `shout`")
+            ts.compile("{{shout body.x}}", Escape::Plain)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown helper `shout`")
         );
-        assert!(ts.compile("{{lower (shout body.x)}}", Escape::Plain).unwrap_err().contains("shout"));
-        assert!(ts.compile("{{#loop x}}{{/loop}}", Escape::Plain).unwrap_err().contains("block helper"));
-        assert!(ts.compile("{{{body.x}}}", Escape::Json).unwrap_err().contains("bypass"));
-        assert!(ts.compile("{{{json body.x}}}", Escape::Url).unwrap_err().contains("bypass"));
-        assert!(ts.compile("{{> other}}", Escape::Plain).unwrap_err().contains("partials"));
-        assert!(ts.compile("{{#if x}}", Escape::Plain).unwrap_err().contains("template error"));
+        assert!(
+            ts.compile("{{lower (shout body.x)}}", Escape::Plain).unwrap_err().to_string().contains("shout")
+        );
+        assert!(
+            ts.compile("{{#loop x}}{{/loop}}", Escape::Plain)
+                .unwrap_err()
+                .to_string()
+                .contains("block helper")
+        );
+        assert!(ts.compile("{{{body.x}}}", Escape::Json).unwrap_err().to_string().contains("bypass"));
+        assert!(ts.compile("{{{json body.x}}}", Escape::Url).unwrap_err().to_string().contains("bypass"));
+        assert!(ts.compile("{{> other}}", Escape::Plain).unwrap_err().to_string().contains("partials"));
+        assert!(ts.compile("{{#if x}}", Escape::Plain).unwrap_err().to_string().contains("template error"));
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let mut ts = t();
+        assert_eq!(
+            ts.compile("{{shout body.x}}", Escape::Plain).unwrap_err(),
+            TemplateError::UnknownHelper("shout".into())
+        );
+        assert_eq!(
+            ts.compile("{{trim a b}}", Escape::Plain).unwrap_err(),
+            TemplateError::HelperCall { helper: "trim".into(), reason: "expects 1 argument, got 2".into() }
+        );
+        assert!(matches!(ts.compile("{{#if x}}", Escape::Plain), Err(TemplateError::Syntax { line: 1, .. })));
+        let doc = json!({"body": {"x": "abc"}});
+        let missing = ts.compile("{{trim body.nope}}", Escape::Plain).expect("compiles");
+        assert!(
+            matches!(ts.render(&missing, &Env::new(&doc)), Err(RenderFailure::Missing(m)) if m.starts_with("trim: `body.nope` is missing"))
+        );
+        let bad = ts.compile("{{to_number body.x}}", Escape::Plain).expect("compiles");
+        assert!(
+            matches!(ts.render(&bad, &Env::new(&doc)), Err(RenderFailure::Failed(m)) if m.starts_with("to_number: \"abc\" is not a number"))
+        );
     }
 }

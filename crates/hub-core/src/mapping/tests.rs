@@ -102,6 +102,7 @@ fn dot_segments_from_values_are_a_render_error() {
         let out = render(&src, &format!(r#"{{"id": "{bad}"}}"#)).expect("within limits");
         let e = out[0].result.as_ref().expect_err("refused");
         assert!(e.0.contains("path segment"), "{e}");
+        assert_eq!(e.kind(), RenderErrorKind::Request);
     }
     for ok in ["...", "a.b", "..x"] {
         let out = render(&src, &format!(r#"{{"id": "{ok}"}}"#)).expect("within limits");
@@ -144,6 +145,7 @@ fn fan_out_across_routes_is_capped_per_event() {
     let items: Vec<u32> = (0..600).collect();
     let body = serde_json::to_string(&json!({ "items": items })).expect("json");
     let e = render(&src, &body).expect_err("1200 deliveries are over the cap");
+    assert_eq!(e.kind(), RenderErrorKind::EventCap);
     assert!(e.0.contains("more than 1000 deliveries"), "{e}");
     let body = serde_json::to_string(&json!({ "items": (0..500).collect::<Vec<u32>>() })).expect("json");
     assert_eq!(render(&src, &body).expect("1000 fit").len(), 1000);

@@ -48,10 +48,39 @@ pub enum Coerce {
 const LEAF_KEYS: &[&str] = &["path", "template", "value"];
 const MODIFIERS: &[&str] = &["default", "required", "all", "type"];
 
-/// A failure while rendering one route; the message names file:line of the failing field.
+/// A failure while rendering an event's routes: the message (`.0`, naming file:line of what
+/// failed) and what failed (`.1`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct RenderError(pub String);
+pub struct RenderError(pub String, pub RenderErrorKind);
+
+/// What a [`RenderError`] is about: one delivery, or the event as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderErrorKind {
+    /// A `map` field: required and empty, not of its `type`, or its template failed.
+    Field,
+    /// The request of one delivery: its URL, a header, its body template or idempotency key.
+    Request,
+    /// A `for_each` selected more items than a route sends.
+    FanOut,
+    /// The event's routes make more deliveries, or render more bytes, than one event may:
+    /// nothing is sent for it.
+    EventCap,
+}
+
+impl RenderError {
+    pub fn new(kind: RenderErrorKind, message: impl Into<String>) -> Self {
+        RenderError(message.into(), kind)
+    }
+
+    pub fn kind(&self) -> RenderErrorKind {
+        self.1
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
 
 impl MapNode {
     pub fn compile(node: &Node, fx: &FileCtx, ts: &mut Templates) -> Result<MapNode, Diagnostic> {
@@ -118,7 +147,7 @@ fn compile_string(s: &str, loc: Loc, fx: &FileCtx, ts: &mut Templates) -> Result
         })));
     }
     if is_template(s) {
-        let t = ts.compile(s, Escape::Plain).map_err(|e| fx.at(loc, e))?;
+        let t = ts.compile(s, Escape::Plain).map_err(|e| fx.at(loc, e.to_string()))?;
         return Ok(MapNode::Field(Box::new(Field {
             loc,
             source: FieldSource::Template(t),
@@ -142,13 +171,13 @@ fn compile_field(
     let source = match key.as_str() {
         "path" => {
             let s = v.as_str().ok_or_else(|| fx.at(v.loc, "`path` must be a JSONPath string"))?;
-            let selector = Selector::compile(s).map_err(|e| fx.at(v.loc, e))?;
+            let selector = Selector::compile(s).map_err(|e| fx.at(v.loc, e.to_string()))?;
             let all = entries.iter().any(|(k, v)| k == "all" && matches!(v.kind, NodeKind::Bool(true)));
             FieldSource::Select { selector, all }
         }
         "template" => {
             let s = v.as_str().ok_or_else(|| fx.at(v.loc, "`template` must be a string"))?;
-            FieldSource::Template(ts.compile(s, Escape::Plain).map_err(|e| fx.at(v.loc, e))?)
+            FieldSource::Template(ts.compile(s, Escape::Plain).map_err(|e| fx.at(v.loc, e.to_string()))?)
         }
         _ => FieldSource::Value(v.to_json()),
     };
@@ -221,18 +250,18 @@ fn is_absent(v: &Option<Value>) -> bool {
 
 impl Field {
     fn render(&self, env: &Env<'_>, ts: &Templates, fx: &FileCtx) -> Result<Option<Value>, RenderError> {
-        let at = |msg: String| RenderError(fx.at(self.loc, msg).to_string());
+        let at = |msg: String| RenderError::new(RenderErrorKind::Field, fx.at(self.loc, msg).to_string());
         let value = match &self.source {
             FieldSource::Value(v) => Some(v.clone()),
             FieldSource::Select { selector, all: true } => {
                 Some(Value::Array(selector.select(env.value()).into_iter().cloned().collect()))
             }
             FieldSource::Select { selector, all: false } => selector.first(env.value()).cloned(),
-            FieldSource::Template(t) => match ts.try_render(t, env) {
+            FieldSource::Template(t) => match ts.render(t, env) {
                 Ok(s) => Some(Value::String(s)),
                 // A default covers a template whose input is missing, not one whose input is bad.
-                Err(e) if e.missing && self.default.is_some() => None,
-                Err(e) => return Err(at(e.message)),
+                Err(e) if e.is_missing() && self.default.is_some() => None,
+                Err(e) => return Err(at(e.to_string())),
             },
         };
         let value = if is_absent(&value) {
@@ -354,6 +383,7 @@ mod tests {
     fn required_and_type_coercion() {
         let e = render("{email: {path: $.body.email, required: true}}", json!({})).expect_err("required");
         assert!(e.0.starts_with("m.yaml:1:"), "{}", e.0);
+        assert_eq!(e.kind(), RenderErrorKind::Field);
         assert!(e.0.contains("`$.body.email` selected nothing"), "{}", e.0);
         let out = render(
             "{a: {path: $.body.a, type: number}, b: {path: $.body.b, type: integer}, c: {path: $.body.c, type: boolean}, \

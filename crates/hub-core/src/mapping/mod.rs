@@ -703,7 +703,7 @@ pub fn compile_file(
     let ip_allow = src.ip_allow.as_ref().and_then(|l| {
         token::IpAllowList::new(l.value.iter())
             .map(|list| Verifier::Scheme(Arc::new(list)))
-            .map_err(|e| diags.push(fx.at(Loc::of(l), e)))
+            .map_err(|e| diags.push(fx.at(Loc::of(l), e.to_string())))
             .ok()
     });
     let format = src.format.or(preset.map(|p| p.format)).unwrap_or_default();
@@ -895,7 +895,7 @@ fn tolerance_of(t: &Spanned<String>, fx: &FileCtx) -> Result<Option<Duration>, D
 /// this machine) gives a verifier that refuses everything, so the file still validates.
 fn build_scheme<S: Scheme + 'static>(
     keys: &[Secret],
-    built: Result<S, String>,
+    built: Result<S, crate::verify::ConfigError>,
     loc: Loc,
     fx: &FileCtx,
 ) -> Result<Verifier, Diagnostic> {
@@ -904,7 +904,7 @@ fn build_scheme<S: Scheme + 'static>(
         Err(e) if keys.iter().any(Secret::is_placeholder) => {
             Ok(Verifier::Unavailable(format!("secret not set ({e})")))
         }
-        Err(e) => Err(fx.at(loc, e)),
+        Err(e) => Err(fx.at(loc, e.to_string())),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Payloads too large for a DynamoDB item (raw bodies, big rendered requests), kept in S3.
 
-use crate::sdk_error;
+use crate::{AwsError, Service};
 use bytes::Bytes;
 use hub_core::ports::StoreError;
 
@@ -36,7 +36,7 @@ impl Blobs {
             .body(data.into())
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            .map_err(|e| AwsError::call(Service::S3, "PutObject", &e))?;
         Ok(())
     }
 
@@ -48,7 +48,7 @@ impl Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            .map_err(|e| AwsError::call(Service::S3, "GetObject", &e))?;
         let data = out.body.collect().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(data.into_bytes())
     }

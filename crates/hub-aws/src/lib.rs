@@ -14,6 +14,7 @@
 
 pub mod blobs;
 pub mod capacity;
+mod error;
 pub mod mappings;
 pub mod metrics;
 pub mod secrets;
@@ -21,25 +22,9 @@ pub mod sqs;
 pub mod storage;
 pub mod testing;
 
+pub use error::{AwsError, CallKind, Service, SettingsError};
+
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AwsError {
-    #[error("AWS call failed: {0}")]
-    Call(String),
-    #[error("invalid request: {0}")]
-    Build(String),
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Conflict(String),
-}
-
-impl AwsError {
-    pub fn build(e: impl std::fmt::Display) -> Self {
-        AwsError::Build(e.to_string())
-    }
-}
 
 /// Puts items in batches of 25, retrying what DynamoDB leaves unprocessed (throttling) with
 /// exponential backoff.
@@ -67,7 +52,7 @@ pub async fn batch_put(
                 .request_items(table, pending)
                 .send()
                 .await
-                .map_err(|e| AwsError::Call(sdk_error(&e)))?;
+                .map_err(|e| AwsError::dynamodb("BatchWriteItem", &e))?;
             pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
             if pending.is_empty() {
                 break;
@@ -76,7 +61,12 @@ pub async fn batch_put(
             backoff *= 2;
         }
         if !pending.is_empty() {
-            return Err(AwsError::Call("DynamoDB kept throttling a batch write".into()));
+            return Err(AwsError::Call {
+                service: Service::DynamoDb,
+                operation: "BatchWriteItem",
+                kind: CallKind::Throttled,
+                detail: "DynamoDB kept throttling a batch write".into(),
+            });
         }
     }
     Ok(())
@@ -145,36 +135,34 @@ impl Settings {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
         let opt = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let num = |k: &str, default: u64| -> Result<u64, AwsError> {
+        let num = |k: &'static str, default: u64| -> Result<u64, AwsError> {
             match opt(k) {
                 None => Ok(default),
                 Some(v) => {
-                    v.trim().parse().map_err(|_| AwsError::Config(format!("{k}=`{v}` is not a whole number")))
+                    v.trim().parse().map_err(|_| SettingsError::NotANumber { name: k, value: v }.into())
                 }
             }
         };
-        let table = opt("HUB_TABLE").ok_or_else(|| AwsError::Config("HUB_TABLE is not set".into()))?;
+        let table = opt("HUB_TABLE").ok_or(SettingsError::Missing("HUB_TABLE"))?;
         let max_receive = u32::try_from(num("HUB_MAX_RECEIVE_COUNT", 15)?)
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| AwsError::Config("HUB_MAX_RECEIVE_COUNT must be at least 1".into()))?;
+            .ok_or(SettingsError::OutOfRange { name: "HUB_MAX_RECEIVE_COUNT", range: "at least 1" })?;
         let days = num("HUB_RETENTION_DAYS", 30)?;
-        let shards = |k: &str, default: u32| -> Result<u32, AwsError> {
+        let shards = |k: &'static str, default: u32| -> Result<u32, AwsError> {
             u32::try_from(num(k, u64::from(default))?)
                 .ok()
                 .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| AwsError::Config(format!("{k} must be between 1 and 1024")))
+                .ok_or_else(|| SettingsError::OutOfRange { name: k, range: "between 1 and 1024" }.into())
         };
         let allow_nets = opt("HUB_ALLOW_NETS")
             .unwrap_or_default()
             .split(',')
             .filter(|t| !t.trim().is_empty())
             .map(|t| {
-                hub_core::net::parse_network(t).ok_or_else(|| {
-                    AwsError::Config(format!(
-                        "HUB_ALLOW_NETS: `{}` is not an address or CIDR network",
-                        t.trim()
-                    ))
+                hub_core::net::parse_network(t).ok_or_else(|| SettingsError::BadNetwork {
+                    name: "HUB_ALLOW_NETS",
+                    value: t.trim().to_string(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -190,9 +178,12 @@ impl Settings {
                 None | Some("all") => false,
                 Some("some") => true,
                 Some(v) => {
-                    return Err(AwsError::Config(format!(
-                        "HUB_SECRETS_HELD=`{v}`: expected `all` or `some`"
-                    )));
+                    return Err(SettingsError::BadChoice {
+                        name: "HUB_SECRETS_HELD",
+                        value: v.to_string(),
+                        expected: "`all` or `some`",
+                    }
+                    .into());
                 }
             },
             retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
@@ -203,7 +194,7 @@ impl Settings {
             max_runs: u32::try_from(num("HUB_MAX_RUNS", 5)?)
                 .ok()
                 .filter(|n| *n >= 1)
-                .ok_or_else(|| AwsError::Config("HUB_MAX_RUNS must be at least 1".into()))?,
+                .ok_or(SettingsError::OutOfRange { name: "HUB_MAX_RUNS", range: "at least 1" })?,
             secrets_refresh: Duration::from_secs(num("HUB_SECRETS_REFRESH_SECS", 300)?),
             metrics_namespace: opt("HUB_METRICS_NAMESPACE")
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.to_string()),
@@ -219,7 +210,7 @@ impl Settings {
     }
 
     pub fn queue_url(&self) -> Result<&str, AwsError> {
-        self.queue_url.as_deref().ok_or_else(|| AwsError::Config("HUB_QUEUE_URL is not set".into()))
+        self.queue_url.as_deref().ok_or(SettingsError::Missing("HUB_QUEUE_URL").into())
     }
 }
 

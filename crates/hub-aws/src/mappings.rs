@@ -8,8 +8,8 @@
 //! exactly the files the pointer names under its token, so the files of a push that failed or
 //! lost a race to another push are never part of any set.
 
+use crate::AwsError;
 use crate::secrets::LayeredSecrets;
-use crate::{AwsError, sdk_error};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use hub_core::mapping::MappingSet;
@@ -72,7 +72,7 @@ impl MappingRepo {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| AwsError::Call(sdk_error(&e)))?;
+            .map_err(|e| AwsError::dynamodb("GetItem", &e))?;
         let Some(item) = out.item else { return Ok(Pointer::default()) };
         let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
         let token = item.get("token").and_then(|v| v.as_s().ok()).cloned();
@@ -107,10 +107,11 @@ impl MappingRepo {
     pub async fn stage(&self, files: &[(String, String)]) -> Result<Staged, AwsError> {
         for (name, text) in files {
             if text.len() > MAX_FILE_BYTES {
-                return Err(AwsError::Config(format!(
-                    "{name}: {} bytes; a mapping file can have at most {MAX_FILE_BYTES}",
-                    text.len()
-                )));
+                return Err(AwsError::MappingFileTooLarge {
+                    name: name.clone(),
+                    bytes: text.len(),
+                    max: MAX_FILE_BYTES,
+                });
             }
         }
         let token = uuid::Uuid::now_v7().simple().to_string();
@@ -151,9 +152,9 @@ impl MappingRepo {
         match r {
             Ok(_) => Ok(next),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                Err(AwsError::Conflict(format!("another push made version {next} first; push again")))
+                Err(AwsError::PushConflict { version: next })
             }
-            Err(e) => Err(AwsError::Call(sdk_error(&e))),
+            Err(e) => Err(AwsError::dynamodb("PutItem", &e)),
         }
     }
 
@@ -161,10 +162,7 @@ impl MappingRepo {
     /// never a smaller set.
     pub async fn load(&self, pointer: &Pointer) -> Result<Vec<(String, String)>, AwsError> {
         if pointer.version > 0 && pointer.token.is_empty() {
-            return Err(AwsError::Config(format!(
-                "mapping set v{} was stored by an older version of the hub; push the mappings again",
-                pointer.version
-            )));
+            return Err(AwsError::MappingSetOutdated { version: pointer.version });
         }
         let mut found: HashMap<String, String> = HashMap::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -179,7 +177,7 @@ impl MappingRepo {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::Call(sdk_error(&e)))?;
+                .map_err(|e| AwsError::dynamodb("Query", &e))?;
             for item in page.items.unwrap_or_default() {
                 let name = item.get("sk").and_then(|v| v.as_s().ok()).and_then(|s| s.strip_prefix("file#"));
                 let text = item.get("text").and_then(|v| v.as_s().ok());
@@ -196,9 +194,10 @@ impl MappingRepo {
             .names
             .iter()
             .map(|n| {
-                found.remove(n).map(|t| (n.clone(), t)).ok_or_else(|| {
-                    AwsError::Config(format!("mapping set v{}: file {n} is missing", pointer.version))
-                })
+                found
+                    .remove(n)
+                    .map(|t| (n.clone(), t))
+                    .ok_or_else(|| AwsError::MappingFileMissing { version: pointer.version, name: n.clone() })
             })
             .collect()
     }
@@ -221,9 +220,9 @@ impl MappingRepo {
         }
         let files = self.load(pointer).await?;
         let version = pointer.version;
-        let set = MappingSet::compile(&files, secrets).map_err(|diags| {
-            let list: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            AwsError::Config(format!("mapping set v{version} does not compile:\n{}", list.join("\n")))
+        let set = MappingSet::compile(&files, secrets).map_err(|diags| AwsError::MappingSetInvalid {
+            version,
+            diagnostics: diags.iter().map(ToString::to_string).collect(),
         })?;
         Ok(Some(set))
     }
@@ -250,31 +249,66 @@ impl Limits {
     /// would turn its retries into nothing.
     ///
     /// Every network a route asks for must be one the deployment allows (`AllowNets`).
-    pub fn check(&self, set: &MappingSet) -> Result<(), String> {
+    pub fn check(&self, set: &MappingSet) -> Result<(), LimitsError> {
         if let Some(granted) = &self.allow_nets {
-            set.check_reach(granted)
-                .map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+            set.check_reach(granted).map_err(|diags| LimitsError::NetNotAllowed {
+                diagnostics: diags.iter().map(ToString::to_string).collect(),
+            })?;
         }
         let Some(retention) = self.retention else { return Ok(()) };
         for source in set.sources.values() {
             for route in &source.routes {
                 let needed = route.retry.max_age + self.dlq_retention;
                 if needed > retention {
-                    return Err(format!(
-                        "{}: route `{}` of source `{}` retries for up to {} days, which with the \
-                         dead-letter queue's {} days is more than the deployment keeps events \
-                         ({} days, RetentionDays); lower its retry.max_age or raise RetentionDays",
-                        source.file,
-                        route.id,
-                        source.id,
-                        days(route.retry.max_age),
-                        days(self.dlq_retention),
-                        days(retention),
-                    ));
+                    return Err(LimitsError::RetentionTooShort {
+                        file: source.file.clone(),
+                        route: route.id.to_string(),
+                        source_id: source.id.to_string(),
+                        max_age: route.retry.max_age,
+                        dlq_retention: self.dlq_retention,
+                        retention,
+                    });
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// How a mapping set does not fit the deployment. Both kinds are the integrator's to fix (in
+/// the file or in the deployment's parameters); the text says how.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// Routes ask for private networks the deployment does not allow (one diagnostic each).
+    #[error("{}", diagnostics.join("\n"))]
+    NetNotAllowed { diagnostics: Vec<String> },
+    /// A route retries for longer than the deployment keeps its events (with the dead-letter
+    /// queue's retention on top).
+    #[error(
+        "{file}: route `{route}` of source `{source_id}` retries for up to {} days, which with the \
+         dead-letter queue's {} days is more than the deployment keeps events \
+         ({} days, RetentionDays); lower its retry.max_age or raise RetentionDays",
+        days(*max_age),
+        days(*dlq_retention),
+        days(*retention)
+    )]
+    RetentionTooShort {
+        file: String,
+        route: String,
+        source_id: String,
+        max_age: Duration,
+        dlq_retention: Duration,
+        retention: Duration,
+    },
+}
+
+impl LimitsError {
+    /// A stable name of the kind, for logs and tooling (renaming one is a breaking change).
+    pub fn code(&self) -> &'static str {
+        match self {
+            LimitsError::NetNotAllowed { .. } => "limits_net_not_allowed",
+            LimitsError::RetentionTooShort { .. } => "limits_retention_too_short",
+        }
     }
 }
 
@@ -446,24 +480,16 @@ impl LiveMappings {
     }
 }
 
-fn store_error(e: AwsError) -> hub_core::ports::StoreError {
-    match e {
-        AwsError::Config(m) => hub_core::ports::StoreError::Corrupt(m),
-        AwsError::Conflict(m) => hub_core::ports::StoreError::Conflict(m),
-        other => hub_core::ports::StoreError::Unavailable(other.to_string()),
-    }
-}
-
 #[async_trait::async_trait]
 impl hub_core::ports::mappings::MappingStore for MappingRepo {
     async fn current_version(&self) -> Result<u64, hub_core::ports::StoreError> {
-        MappingRepo::current_version(self).await.map_err(store_error)
+        MappingRepo::current_version(self).await.map_err(hub_core::ports::StoreError::from)
     }
 
     async fn current(
         &self,
     ) -> Result<Option<hub_core::ports::mappings::MappingVersion>, hub_core::ports::StoreError> {
-        let (pointer, mut files) = self.load_current().await.map_err(store_error)?;
+        let (pointer, mut files) = self.load_current().await.map_err(hub_core::ports::StoreError::from)?;
         if pointer.version == 0 {
             return Ok(None);
         }
@@ -479,13 +505,44 @@ impl hub_core::ports::mappings::MappingStore for MappingRepo {
     ) -> Result<u64, hub_core::ports::commit::CommitError> {
         let expected = match expected {
             Some(v) => v,
-            None => MappingRepo::current_version(self).await.map_err(store_error)?,
+            None => MappingRepo::current_version(self).await.map_err(hub_core::ports::StoreError::from)?,
         };
-        let staged = self.stage(files).await.map_err(store_error)?;
+        let staged = self.stage(files).await.map_err(hub_core::ports::StoreError::from)?;
         match self.commit(&staged, expected, at.0).await {
             Ok(v) => Ok(v),
-            Err(AwsError::Conflict(_)) => Err(hub_core::ports::commit::Conflict::AlreadyDone.into()),
-            Err(e) => Err(store_error(e).into()),
+            Err(AwsError::PushConflict { .. }) => Err(hub_core::ports::commit::Conflict::AlreadyDone.into()),
+            Err(e) => Err(hub_core::ports::StoreError::from(e).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_errors_keep_their_text_and_name_their_kind() {
+        let day = Duration::from_secs(86_400);
+        let short = LimitsError::RetentionTooShort {
+            file: "crm.yaml".into(),
+            route: "to_crm".into(),
+            source_id: "forms".into(),
+            max_age: day * 20,
+            dlq_retention: day * 14,
+            retention: day * 30,
+        };
+        assert_eq!(short.code(), "limits_retention_too_short");
+        assert_eq!(
+            short.to_string(),
+            "crm.yaml: route `to_crm` of source `forms` retries for up to 20 days, which with the \
+             dead-letter queue's 14 days is more than the deployment keeps events (30 days, \
+             RetentionDays); lower its retry.max_age or raise RetentionDays"
+        );
+        let nets =
+            LimitsError::NetNotAllowed { diagnostics: vec!["a.yaml:3: x".into(), "b.yaml:9: y".into()] };
+        assert_eq!(
+            (nets.code(), nets.to_string().as_str()),
+            ("limits_net_not_allowed", "a.yaml:3: x\nb.yaml:9: y")
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! credentials (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), and a pushed mapping could
 //! otherwise send them to any destination as an auth header.
 
-use crate::{AwsError, sdk_error};
+use crate::{AwsError, Service};
 use hub_core::secret::{MapSecrets, Secret, SecretRef, SecretSource};
 use std::collections::HashMap;
 
@@ -66,14 +66,15 @@ pub async fn load_all(
 
 /// Reads the secret `id` (name or ARN). Its value must be a JSON object of strings.
 pub async fn load(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<LayeredSecrets, AwsError> {
-    let out =
-        client.get_secret_value().secret_id(id).send().await.map_err(|e| AwsError::Call(sdk_error(&e)))?;
-    let text = out.secret_string().ok_or_else(|| {
-        AwsError::Config(format!("secret {id} has no string value (a JSON object is expected)"))
-    })?;
-    let map: HashMap<String, String> = serde_json::from_str(text).map_err(|e| {
-        AwsError::Config(format!("secret {id} is not a JSON object of strings ({})", json_error_kind(&e)))
-    })?;
+    let out = client
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::call(Service::SecretsManager, "GetSecretValue", &e))?;
+    let text = out.secret_string().ok_or_else(|| AwsError::SecretNotText { id: id.to_string() })?;
+    let map: HashMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| AwsError::SecretNotObject { id: id.to_string(), reason: json_error_kind(&e) })?;
     Ok(LayeredSecrets {
         primary: MapSecrets(map),
         version: out.version_id().map(str::to_string),

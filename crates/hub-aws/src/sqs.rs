@@ -1,6 +1,6 @@
 //! The queue port on SQS: one message per job, delayed with `DelaySeconds` when due later.
 
-use crate::sdk_error;
+use crate::{AwsError, Service};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -40,14 +40,29 @@ impl JobMessage {
         }
     }
 
-    pub fn parse(body: &str) -> Result<Job, String> {
-        serde_json::from_str::<JobMessage>(body)
-            .map(|m| m.job())
-            .map_err(|e| format!("not a job message: {e}"))
+    pub fn parse(body: &str) -> Result<Job, BadJobMessage> {
+        serde_json::from_str::<JobMessage>(body).map(|m| m.job()).map_err(BadJobMessage)
     }
 
     pub fn body(job: &Job) -> String {
         serde_json::to_string(&JobMessage::of(job)).unwrap_or_default()
+    }
+}
+
+/// A message body that is not a job: it will never run, whoever receives it.
+#[derive(Debug, thiserror::Error)]
+#[error("not a job message: {0}")]
+pub struct BadJobMessage(#[source] serde_json::Error);
+
+impl BadJobMessage {
+    /// A stable name of the kind, for logs and metrics (renaming it is a breaking change).
+    pub fn code(&self) -> &'static str {
+        "bad_job_message"
+    }
+
+    /// Never: the same body fails the same way on every receive.
+    pub fn is_retryable(&self) -> bool {
+        false
     }
 }
 
@@ -85,7 +100,7 @@ impl SqsQueue {
             .visibility_timeout(secs)
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
+            .map_err(|e| AwsError::call(Service::Sqs, "ChangeMessageVisibility", &e))?;
         Ok(())
     }
 
@@ -97,7 +112,7 @@ impl SqsQueue {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
+            .map_err(|e| AwsError::call(Service::Sqs, "SendMessage", &e))?;
         Ok(())
     }
 }
@@ -126,7 +141,7 @@ impl Queue for SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError::Unavailable(sdk_error(&e)))?;
+                .map_err(|e| AwsError::call(Service::Sqs, "SendMessageBatch", &e))?;
             if let Some(f) = out.failed.first() {
                 return Err(QueueError::Partial {
                     failed: out.failed.len(),
@@ -150,14 +165,16 @@ mod tests {
             Job::Attempt(EventId::new("evt_1"), DeliveryId::new("dlv_2")),
         ];
         for j in jobs {
-            assert_eq!(JobMessage::parse(&JobMessage::body(&j)), Ok(j));
+            assert_eq!(JobMessage::parse(&JobMessage::body(&j)).ok(), Some(j));
         }
         assert_eq!(
             JobMessage::body(&Job::Dispatch(EventId::new("evt_1"))),
             r#"{"job":"dispatch","event":"evt_1"}"#
         );
         assert!(JobMessage::parse("{}").is_err());
-        assert!(JobMessage::parse("not json").is_err());
+        let bad = JobMessage::parse("not json").unwrap_err();
+        assert_eq!((bad.code(), bad.is_retryable()), ("bad_job_message", false));
+        assert!(bad.to_string().starts_with("not a job message: "), "{bad}");
     }
 
     #[test]

@@ -40,9 +40,11 @@
 //! free at once (its `until`), so nothing is purged by hand.
 
 use crate::blobs::Blobs;
-use crate::{AwsError, sdk_error};
+use crate::{AwsError, CallKind, Service, sdk_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure,
@@ -110,8 +112,12 @@ fn get_n(item: &Item, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A failed DynamoDB call as the store error of its kind.
+fn call_failed<E>(operation: &'static str, e: &SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    AwsError::dynamodb(operation, e).into()
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -345,7 +351,7 @@ impl DynamoStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(sdk_error(&e)))?;
+            .map_err(|e| call_failed("GetItem", &e))?;
         Ok(out.item)
     }
 
@@ -376,7 +382,7 @@ impl DynamoStorage {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| unavailable(sdk_error(&e)))?;
+                .map_err(|e| call_failed("Query", &e))?;
             for item in out.items.unwrap_or_default() {
                 match get_s(&item, "sk") {
                     Some("e") => event = Some(item),
@@ -771,7 +777,7 @@ impl DynamoStorage {
                 Err(e) => {
                     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
                     let Some(E::TransactionCanceledException(tc)) = e.as_service_error() else {
-                        return Err(unavailable(sdk_error(&e)).into());
+                        return Err(call_failed("TransactWriteItems", &e).into());
                     };
                     let reasons = tc.cancellation_reasons();
                     if let Some((w, r)) =
@@ -789,7 +795,22 @@ impl DynamoStorage {
                         backoff *= 2;
                         continue;
                     }
-                    return Err(StoreError::Conflict(sdk_error(&e)).into());
+                    // Cancelled for another reason: the first one given says of what kind.
+                    let kind = reasons
+                        .iter()
+                        .find_map(|r| {
+                            r.code()
+                                .filter(|c| *c != "None")
+                                .map(|c| CallKind::of_answer(Some(c), r.message(), None))
+                        })
+                        .unwrap_or(CallKind::Conflict);
+                    let e = AwsError::Call {
+                        service: Service::DynamoDb,
+                        operation: "TransactWriteItems",
+                        kind,
+                        detail: sdk_error(&e),
+                    };
+                    return Err(StoreError::from(e).into());
                 }
             }
         }
@@ -817,7 +838,7 @@ impl DynamoStorage {
             .filter_map(|w| w.op.as_ref().and_then(|o| o.put()).map(|p| p.item().clone()))
             .collect();
         if !items.is_empty() {
-            crate::batch_put(&self.ddb, &self.table, items).await.map_err(|e| unavailable(e.to_string()))?;
+            crate::batch_put(&self.ddb, &self.table, items).await.map_err(StoreError::from)?;
         }
         self.send_one(event).await
     }
@@ -865,7 +886,7 @@ impl DynamoStorage {
                 Err(StoreError::Conflict("another copy of this webhook took its dedup key first".into())
                     .into())
             }
-            Err(e) => Err(unavailable(sdk_error(&e)).into()),
+            Err(e) => Err(call_failed("PutItem", &e).into()),
         }
     }
 
@@ -899,7 +920,7 @@ impl DynamoStorage {
                 Some(
                     aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c),
                 ) => Ok(Some(c.item().cloned())),
-                _ => Err(unavailable(sdk_error(&e))),
+                _ => Err(call_failed("PutItem", &e)),
             },
         }
     }
@@ -938,7 +959,7 @@ impl DynamoStorage {
                     Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
                         failed(c.item().cloned())
                     }
-                    _ => Err(unavailable(sdk_error(&e)).into()),
+                    _ => Err(call_failed("UpdateItem", &e).into()),
                 },
             };
         }
@@ -949,7 +970,7 @@ impl DynamoStorage {
                 .set_key(Some(d.key().clone()))
                 .send()
                 .await
-                .map_err(|e| unavailable(sdk_error(&e)))?;
+                .map_err(|e| call_failed("DeleteItem", &e))?;
             return Ok(());
         }
         Ok(())
@@ -978,7 +999,7 @@ impl DynamoStorage {
             .iter()
             .filter_map(|w| w.op.as_ref().and_then(|o| o.put()).map(|p| p.item().clone()))
             .collect();
-        crate::batch_put(&self.ddb, &self.table, items).await.map_err(|e| unavailable(e.to_string()))?;
+        crate::batch_put(&self.ddb, &self.table, items).await.map_err(StoreError::from)?;
         self.send_one(commit).await?;
         let timers: Vec<Write> = deliveries
             .iter()
@@ -1013,7 +1034,7 @@ impl DynamoStorage {
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| unavailable(sdk_error(&e)))?;
+            .map_err(|e| call_failed("Query", &e))?;
         Ok(out
             .items
             .unwrap_or_default()
@@ -1061,7 +1082,7 @@ impl DynamoStorage {
                 .expression_attribute_values(":b", s(b.as_str())),
             None => req.key_condition_expression(format!("{pk_name} = :p")),
         };
-        let out = req.send().await.map_err(|e| unavailable(sdk_error(&e)))?;
+        let out = req.send().await.map_err(|e| call_failed("Query", &e))?;
         Ok(out.items.unwrap_or_default().iter().filter_map(|i| get_s(i, sk_name).map(EventId::new)).collect())
     }
 }
@@ -1356,7 +1377,7 @@ impl Scheduler for DynamoStorage {
             }
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
-                _ => Err(unavailable(sdk_error(&e))),
+                _ => Err(call_failed("UpdateItem", &e)),
             },
         }
     }
@@ -1398,7 +1419,7 @@ impl StateStore for DynamoStorage {
                     .set_request_items(Some(items))
                     .send()
                     .await
-                    .map_err(|e| unavailable(sdk_error(&e)))?;
+                    .map_err(|e| call_failed("BatchGetItem", &e))?;
                 for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                     let (Some(pk), Some(v), Some(val)) =
                         (get_s(&item, "pk"), get_n(&item, "v"), get_s(&item, "val"))
@@ -1442,7 +1463,7 @@ pub async fn create_table(ddb: &Client, table: &str) -> Result<(), AwsError> {
     for a in ["pk", "sk", "lpk", "lsk", "spk", "ssk", "dpk", "dsk"] {
         req = req.attribute_definitions(attr(a).map_err(AwsError::build)?);
     }
-    req.send().await.map_err(|e| AwsError::Call(sdk_error(&e)))?;
+    req.send().await.map_err(|e| AwsError::dynamodb("CreateTable", &e))?;
     ddb.update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
@@ -1454,6 +1475,6 @@ pub async fn create_table(ddb: &Client, table: &str) -> Result<(), AwsError> {
         )
         .send()
         .await
-        .map_err(|e| AwsError::Call(sdk_error(&e)))?;
+        .map_err(|e| AwsError::dynamodb("UpdateTimeToLive", &e))?;
     Ok(())
 }

@@ -198,7 +198,7 @@ async fn a_failed_or_losing_push_leaves_nothing_a_reader_loads() {
     let loser = repo.stage(&[file("a.yaml", "lost"), file("z.yaml", "lost")]).await.expect("stage");
     let winner = repo.stage(&[file("a.yaml", "a2")]).await.expect("stage");
     assert_eq!(repo.commit(&winner, 1, 2).await.expect("winner"), 2);
-    assert!(matches!(repo.commit(&loser, 1, 3).await, Err(AwsError::Conflict(_))));
+    assert!(matches!(repo.commit(&loser, 1, 3).await, Err(AwsError::PushConflict { .. })));
     // A push that stops after writing its files (no pointer move) is invisible as well.
     repo.stage(&[file("b.yaml", "crashed")]).await.expect("stage");
     let (pointer, files) = repo.load_current().await.expect("load");

@@ -50,20 +50,39 @@ impl SecretRef {
     /// Parses `env:NAME`. Inline values are refused on purpose: mapping files live in git.
     /// The error never repeats the text: it may be the secret itself, and diagnostics end up in
     /// logs and API responses.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SecretRefError> {
         match s.split_once(':') {
             Some(("env", name))
                 if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
             {
                 Ok(SecretRef::Env(name.to_string()))
             }
-            Some(("env", _)) => {
-                Err("not a valid secret reference: the variable name after `env:` must be [A-Za-z0-9_]+"
-                    .into())
-            }
-            _ => Err("must be a secret reference `env:VARIABLE_NAME`, not a value (secrets are never \
-                      written inline; the text is not repeated here)"
-                .into()),
+            Some(("env", _)) => Err(SecretRefError::BadVariableName),
+            _ => Err(SecretRefError::NotAReference),
+        }
+    }
+}
+
+/// Why a text is not a secret reference. Neither kind repeats the text: it may be the secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretRefError {
+    /// `env:` followed by something that is not a variable name.
+    #[error("not a valid secret reference: the variable name after `env:` must be [A-Za-z0-9_]+")]
+    BadVariableName,
+    /// Not `env:NAME` at all: most likely the secret value written inline.
+    #[error(
+        "must be a secret reference `env:VARIABLE_NAME`, not a value (secrets are never written \
+         inline; the text is not repeated here)"
+    )]
+    NotAReference,
+}
+
+impl SecretRefError {
+    /// A stable name of the kind, for logs and tooling (renaming one is a breaking change).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SecretRefError::BadVariableName => "secret_ref_bad_variable_name",
+            SecretRefError::NotAReference => "secret_ref_not_a_reference",
         }
     }
 }
@@ -119,5 +138,26 @@ pub struct PlaceholderSecrets;
 impl SecretSource for PlaceholderSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
         Some(Secret::placeholder(format!("<{r}>")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_refs_parse_and_errors_name_their_kind() {
+        assert_eq!(SecretRef::parse("env:STRIPE_KEY"), Ok(SecretRef::Env("STRIPE_KEY".into())));
+        let bad = SecretRef::parse("env:A-B").unwrap_err();
+        assert_eq!(bad, SecretRefError::BadVariableName);
+        assert_eq!(bad.code(), "secret_ref_bad_variable_name");
+        let inline = SecretRef::parse("whsec_abc").unwrap_err();
+        assert_eq!(inline.code(), "secret_ref_not_a_reference");
+        assert_eq!(
+            inline.to_string(),
+            "must be a secret reference `env:VARIABLE_NAME`, not a value (secrets are never written \
+             inline; the text is not repeated here)"
+        );
+        assert!(!inline.to_string().contains("whsec"));
     }
 }

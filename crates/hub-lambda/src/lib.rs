@@ -219,7 +219,7 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
             return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
     };
-    if let Err(m) = shell.inner.live.limits().check(&set) {
+    if let Err(m) = shell.inner.live.limits().check(&set).map_err(|e| e.to_string()) {
         let e = PublicError::new(ErrorCode::InvalidMapping, m.clone());
         let mut body = e.to_json();
         body["error"]["diagnostics"] = json!([m]);
@@ -231,8 +231,12 @@ async fn mappings_push(State(shell): State<Shell>, body: axum::body::Bytes) -> R
             info!(version, files = files.len(), "mapping set pushed");
             Json(json!({"status": "pushed", "version": version, "files": files.len()})).into_response()
         }
-        Err(AwsError::Conflict(m)) => error_response(&PublicError::new(ErrorCode::Conflict, m)),
-        Err(AwsError::Config(m)) => error_response(&PublicError::new(ErrorCode::InvalidMapping, m)),
+        Err(e @ AwsError::PushConflict { .. }) => {
+            error_response(&PublicError::new(ErrorCode::Conflict, e.to_string()))
+        }
+        Err(e @ AwsError::MappingFileTooLarge { .. }) => {
+            error_response(&PublicError::new(ErrorCode::InvalidMapping, e.to_string()))
+        }
         Err(e) => {
             error!(error = %e, "mapping push failed");
             error_response(&PublicError::new(

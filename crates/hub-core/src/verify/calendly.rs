@@ -5,6 +5,7 @@
 //! The layout is Stripe's (Calendly's docs even reuse Stripe's sample header), so it is
 //! Stripe's verifier under Calendly's header.
 
+use super::ConfigError;
 use super::stripe::Stripe;
 use crate::secret::Secret;
 use std::time::Duration;
@@ -14,7 +15,7 @@ const HEADER: &str = "Calendly-Webhook-Signature";
 /// The Calendly verifier with the subscription signing keys (several during a rotation).
 pub type Calendly = Stripe;
 
-pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Calendly, String> {
+pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Calendly, ConfigError> {
     Stripe::with_header(HEADER, secrets, tolerance)
 }
 

@@ -2,7 +2,7 @@
 //! `{timestamp}{body}` in `X-Signature-Ed25519` (hex), timestamp in `X-Signature-Timestamp`.
 //! <https://discord.com/developers/docs/interactions/overview#setting-up-an-endpoint-validating-security-request-headers>
 
-use super::{Scheme, VerifyError, VerifyInput, parse_secs};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -65,23 +65,22 @@ pub struct Ed25519 {
 
 impl Ed25519 {
     /// `public_keys`: 32-byte Ed25519 public keys, hex (64 digits) or base64.
-    pub fn new(public_keys: Vec<Secret>, config: Ed25519Config) -> Result<Self, String> {
+    pub fn new(public_keys: Vec<Secret>, config: Ed25519Config) -> Result<Self, ConfigError> {
         if public_keys.is_empty() {
-            return Err("ed25519: no public key configured".into());
+            return Err(ConfigError::NoKey { scheme: "ed25519", text: "no public key configured".into() });
         }
         if config.tolerance.is_some() && config.timestamp_header.is_none() {
-            return Err("ed25519: a tolerance needs a timestamp header".into());
+            return Err(ConfigError::ToleranceWithoutTimestamp {
+                scheme: "ed25519",
+                needs: "a timestamp header",
+            });
         }
-        let keys = public_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| parse_key(k.expose()).map_err(|e| format!("ed25519: public key #{}: {e}", i + 1)))
-            .collect::<Result<_, _>>()?;
+        let keys = super::parse_keys("ed25519", "public key", &public_keys, parse_key)?;
         Ok(Self { keys, config })
     }
 }
 
-fn parse_key(text: &str) -> Result<VerifyingKey, String> {
+fn parse_key(text: &str) -> Result<VerifyingKey, &'static str> {
     let t = text.trim();
     let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(t).ok()
@@ -91,7 +90,7 @@ fn parse_key(text: &str) -> Result<VerifyingKey, String> {
     .ok_or("neither hex nor base64")?;
     let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| "not 32 bytes")?;
     // Rejects encodings that are not a curve point.
-    VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid Ed25519 public key".to_string())
+    VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid Ed25519 public key")
 }
 
 fn decode_b64(s: &str) -> Option<Vec<u8>> {

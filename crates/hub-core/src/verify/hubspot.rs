@@ -10,7 +10,7 @@
 //! v3 is used whenever its header is present. v1/v2 sign no timestamp, so they cannot be checked
 //! for freshness and a captured request replays forever; [`HubSpot::require_v3`] refuses them.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -35,14 +35,9 @@ pub struct HubSpot {
 impl HubSpot {
     /// `tolerance` applies to v3 only; HubSpot asks receivers to refuse v3 requests older than
     /// 5 minutes, so `Some(300 s)` is the documented setting.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("hubspot: at least one client secret is required".into());
-        }
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         // An empty key makes v1 a plain hash of the body that anyone can compute.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("hubspot: a client secret is empty".into());
-        }
+        super::require_keys("hubspot", "client secret", &secrets)?;
         Ok(Self { secrets, tolerance, require_v3: false })
     }
 

@@ -5,7 +5,7 @@
 //! Nothing signed is checked for freshness here: the time fields sit inside `data` and belong to
 //! the payment, not to the delivery.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput};
 use crate::secret::Secret;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
@@ -20,7 +20,7 @@ pub struct LiqPay {
 
 impl LiqPay {
     /// `secrets`: merchant private keys. `_tolerance` is ignored (no delivery timestamp).
-    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         super::check_keys("liqpay", "private key", &secrets)?;
         Ok(Self { secrets })
     }

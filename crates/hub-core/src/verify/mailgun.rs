@@ -7,7 +7,7 @@
 //! The MAC does not cover the event itself; Mailgun relies on the timestamp (checked here) and on
 //! receivers refusing a token seen before (not done here: that needs state).
 
-use super::{Scheme, VerifyError, VerifyInput, parse_secs};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -24,7 +24,7 @@ pub struct Mailgun {
 impl Mailgun {
     /// `secrets`: HTTP webhook signing keys; `tolerance`: allowed clock distance of the signed
     /// timestamp (`None`: not checked).
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         super::check_keys("mailgun", "webhook signing key", &secrets)?;
         Ok(Self { secrets, tolerance })
     }

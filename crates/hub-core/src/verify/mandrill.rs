@@ -4,7 +4,7 @@
 //!
 //! The signature has no timestamp, so there is no freshness check.
 
-use super::{Scheme, VerifyError, VerifyInput, decode_base64};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, decode_base64};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
@@ -21,7 +21,7 @@ pub struct Mandrill {
 
 impl Mandrill {
     /// `secrets`: webhook keys. Mandrill signs no timestamp: `_tolerance` is ignored.
-    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         super::check_keys("mandrill", "webhook key", &secrets)?;
         Ok(Self { secrets })
     }

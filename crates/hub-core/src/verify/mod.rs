@@ -29,6 +29,7 @@ use crate::time::UnixMillis;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -108,6 +109,57 @@ pub enum VerifyError {
     /// The source's key is not configured on this machine.
     #[error("verification is not configured: {0}")]
     NotConfigured(String),
+}
+
+/// Why a verification scheme cannot be built from its configuration. Every kind is permanent:
+/// the mapping file or the secret has to change. The text is the integrator's diagnostic and
+/// never quotes a key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No key is configured (`text` says which, in the scheme's words).
+    #[error("{scheme}: {text}")]
+    NoKey { scheme: &'static str, text: Cow<'static, str> },
+    /// A key is empty or only whitespace: with it anyone could sign (or guess the token).
+    #[error("{scheme}: a {what} is empty")]
+    EmptyKey { scheme: &'static str, what: &'static str },
+    /// Key number `index` (from 1) cannot be read as the scheme's key material.
+    #[error("{scheme}: {what} #{index}: {reason}")]
+    BadKey { scheme: &'static str, what: &'static str, index: usize, reason: &'static str },
+    /// A header, parameter or field name the scheme reads is not valid.
+    #[error("{scheme}: {text}")]
+    BadName { scheme: &'static str, text: Cow<'static, str> },
+    /// The signing template cannot be used.
+    #[error("template-hmac: {0}")]
+    BadTemplate(Cow<'static, str>),
+    /// Another setting of the scheme is not valid.
+    #[error("{scheme}: {text}")]
+    BadSetting { scheme: &'static str, text: Cow<'static, str> },
+    /// A tolerance is set but nothing signed carries a timestamp to check it against.
+    #[error("{scheme}: a tolerance needs {needs}")]
+    ToleranceWithoutTimestamp { scheme: &'static str, needs: &'static str },
+    /// An allow-list entry is neither an address nor a CIDR network.
+    #[error("ip allow-list: `{0}` is not an address or CIDR network")]
+    BadNetwork(String),
+    /// An allow-list without networks would refuse everything.
+    #[error("ip allow-list: no network configured (it would refuse everything)")]
+    NoNetwork,
+}
+
+impl ConfigError {
+    /// A stable name of the kind, for logs and tooling (renaming one is a breaking change).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::NoKey { .. } => "verify_no_key",
+            ConfigError::EmptyKey { .. } => "verify_empty_key",
+            ConfigError::BadKey { .. } => "verify_bad_key",
+            ConfigError::BadName { .. } => "verify_bad_name",
+            ConfigError::BadTemplate(_) => "verify_bad_template",
+            ConfigError::BadSetting { .. } => "verify_bad_setting",
+            ConfigError::ToleranceWithoutTimestamp { .. } => "verify_tolerance_without_timestamp",
+            ConfigError::BadNetwork(_) => "verify_bad_network",
+            ConfigError::NoNetwork => "verify_no_network",
+        }
+    }
 }
 
 /// A request whose signature was checked (or whose source declares no verification).
@@ -190,14 +242,49 @@ impl Verifier {
 
 /// Refuses a key list that is empty or holds an empty (or whitespace-only) key: with an empty
 /// key anyone can compute the MAC (or guess the token), so a scheme must never be built with one.
-pub(crate) fn check_keys(scheme: &str, what: &str, keys: &[Secret]) -> Result<(), String> {
+pub(crate) fn check_keys(
+    scheme: &'static str,
+    what: &'static str,
+    keys: &[Secret],
+) -> Result<(), ConfigError> {
     if keys.is_empty() {
-        return Err(format!("{scheme}: no {what} configured"));
+        return Err(ConfigError::NoKey { scheme, text: format!("no {what} configured").into() });
     }
+    non_empty_keys(scheme, what, keys)
+}
+
+/// [`check_keys`] for the schemes whose message asks for "at least one" key.
+pub(crate) fn require_keys(
+    scheme: &'static str,
+    what: &'static str,
+    keys: &[Secret],
+) -> Result<(), ConfigError> {
+    if keys.is_empty() {
+        return Err(ConfigError::NoKey { scheme, text: format!("at least one {what} is required").into() });
+    }
+    non_empty_keys(scheme, what, keys)
+}
+
+fn non_empty_keys(scheme: &'static str, what: &'static str, keys: &[Secret]) -> Result<(), ConfigError> {
     if keys.iter().any(|k| k.expose().trim().is_empty()) {
-        return Err(format!("{scheme}: a {what} is empty"));
+        return Err(ConfigError::EmptyKey { scheme, what });
     }
     Ok(())
+}
+
+/// Parses each key with `parse`; a failure names the key by its position in the list.
+pub(crate) fn parse_keys<K>(
+    scheme: &'static str,
+    what: &'static str,
+    keys: &[Secret],
+    parse: impl Fn(&str) -> Result<K, &'static str>,
+) -> Result<Vec<K>, ConfigError> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            parse(k.expose()).map_err(|reason| ConfigError::BadKey { scheme, what, index: i + 1, reason })
+        })
+        .collect()
 }
 
 /// Unix seconds as senders write them: ASCII digits only, within u64.
@@ -377,6 +464,61 @@ mod tests {
         assert!(sendgrid::SendGrid::new(blank(), None).is_err());
         assert!(paddle_classic::PaddleClassic::new(blank(), None).is_err());
         assert!(check_keys("x", "key", &[Secret::new("k")]).is_ok());
+    }
+
+    #[test]
+    fn config_errors_keep_their_text_and_name_their_kind() {
+        let cases: Vec<(ConfigError, &str, &str)> = vec![
+            (
+                mailgun::Mailgun::new(vec![], None).unwrap_err(),
+                "verify_no_key",
+                "mailgun: no webhook signing key configured",
+            ),
+            (
+                slack::Slack::new(vec![], None).unwrap_err(),
+                "verify_no_key",
+                "slack: at least one signing secret is required",
+            ),
+            (
+                hubspot::HubSpot::new(vec![Secret::new(" ")], None).unwrap_err(),
+                "verify_empty_key",
+                "hubspot: a client secret is empty",
+            ),
+            (
+                ed25519::Ed25519::new(
+                    vec![Secret::new("zz")],
+                    ed25519::Ed25519Config::body_only("X-Sig", ed25519::Ed25519Encoding::Hex),
+                )
+                .unwrap_err(),
+                "verify_bad_key",
+                "ed25519: public key #1: neither hex nor base64",
+            ),
+            (
+                token::ApiKeyHeader::new("", vec![Secret::new("k")]).unwrap_err(),
+                "verify_bad_name",
+                "api key: empty header name",
+            ),
+            (
+                token::IpAllowList::new(["10.0.0.0/33"]).unwrap_err(),
+                "verify_bad_network",
+                "ip allow-list: `10.0.0.0/33` is not an address or CIDR network",
+            ),
+            (
+                token::IpAllowList::new(Vec::<String>::new()).unwrap_err(),
+                "verify_no_network",
+                "ip allow-list: no network configured (it would refuse everything)",
+            ),
+        ];
+        for (err, code, text) in cases {
+            assert_eq!((err.code(), err.to_string().as_str()), (code, text));
+        }
+        let tol = ed25519::Ed25519Config {
+            tolerance: Some(Duration::from_secs(5)),
+            ..ed25519::Ed25519Config::body_only("X-Sig", ed25519::Ed25519Encoding::Hex)
+        };
+        let err = ed25519::Ed25519::new(vec![Secret::new("k")], tol).unwrap_err();
+        assert_eq!(err.code(), "verify_tolerance_without_timestamp");
+        assert_eq!(err.to_string(), "ed25519: a tolerance needs a timestamp header");
     }
 
     #[test]

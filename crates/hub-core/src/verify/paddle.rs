@@ -4,7 +4,7 @@
 //! `{ts}:{raw body}`, key = the whole notification-destination secret (`pdl_ntfset_…`).
 //! Paddle Classic (RSA `p_signature`) is a different scheme and is not handled here.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -21,14 +21,9 @@ pub struct Paddle {
 
 impl Paddle {
     /// Paddle's SDKs allow 5 s of drift by default.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("paddle: at least one secret key is required".into());
-        }
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("paddle: a secret key is empty".into());
-        }
+        super::require_keys("paddle", "secret key", &secrets)?;
         Ok(Self { secrets, tolerance })
     }
 }

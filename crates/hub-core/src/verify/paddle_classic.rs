@@ -5,7 +5,7 @@
 //! The signed payload carries no verifiable timestamp (`event_time` is an unsigned-format local
 //! date), so there is no freshness check.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput};
 use crate::secret::Secret;
 use base64::Engine as _;
 use rsa::pkcs1::DecodeRsaPublicKey;
@@ -32,29 +32,26 @@ impl PaddleClassic {
     /// `secrets`: the public key from the Paddle dashboard as PEM (`PUBLIC KEY`, or PKCS#1
     /// `RSA PUBLIC KEY`); literal `\n` escapes (as keys often arrive through environment
     /// variables) are accepted. `_tolerance` is ignored: nothing signed carries a timestamp.
-    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         if secrets.is_empty() {
-            return Err("paddle-classic: no public key configured".into());
+            return Err(ConfigError::NoKey {
+                scheme: "paddle-classic",
+                text: "no public key configured".into(),
+            });
         }
-        let keys = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_key(s.expose()).map_err(|e| format!("paddle-classic: public key #{}: {e}", i + 1))
-            })
-            .collect::<Result<_, _>>()?;
+        let keys = super::parse_keys("paddle-classic", "public key", &secrets, parse_key)?;
         Ok(Self { keys })
     }
 }
 
-fn parse_key(text: &str) -> Result<RsaPublicKey, String> {
+fn parse_key(text: &str) -> Result<RsaPublicKey, &'static str> {
     let pem: Cow<'_, str> =
         if text.contains("\\n") { Cow::Owned(text.replace("\\n", "\n")) } else { Cow::Borrowed(text) };
     let pem = pem.trim();
     // rsa caps the modulus at 4096 bits, which bounds the cost of every verification.
     RsaPublicKey::from_public_key_pem(pem)
         .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
-        .map_err(|_| "not a PEM RSA public key (expected -----BEGIN PUBLIC KEY-----)".to_string())
+        .map_err(|_| "not a PEM RSA public key (expected -----BEGIN PUBLIC KEY-----)")
 }
 
 impl Scheme for PaddleClassic {

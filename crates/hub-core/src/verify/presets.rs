@@ -3,7 +3,7 @@
 
 use super::hubspot::HubSpot;
 use super::token::{SharedToken, TokenLocation};
-use super::{HmacAlgorithm, Scheme, SigEncoding, Verifier};
+use super::{ConfigError, HmacAlgorithm, Scheme, SigEncoding, Verifier};
 use crate::body::BodyFormat;
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub enum Locator {
     Header(&'static str),
 }
 
-type Build = fn(Vec<Secret>, Option<Duration>) -> Result<Verifier, String>;
+type Build = fn(Vec<Secret>, Option<Duration>) -> Result<Verifier, ConfigError>;
 
 /// One provider's defaults.
 #[derive(Clone, Copy)]
@@ -77,7 +77,11 @@ impl Preset {
 
     /// The verifier with these secrets (several during a rotation) and tolerance (`None`:
     /// freshness not checked).
-    pub fn verifier(&self, secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Verifier, String> {
+    pub fn verifier(
+        &self,
+        secrets: Vec<Secret>,
+        tolerance: Option<Duration>,
+    ) -> Result<Verifier, ConfigError> {
         self.build_with(self.build, secrets, tolerance)
     }
 
@@ -92,7 +96,7 @@ impl Preset {
         &self,
         secrets: Vec<Secret>,
         tolerance: Option<Duration>,
-    ) -> Result<Verifier, String> {
+    ) -> Result<Verifier, ConfigError> {
         self.build_with(self.legacy.unwrap_or(self.build), secrets, tolerance)
     }
 
@@ -101,7 +105,7 @@ impl Preset {
         build: Build,
         secrets: Vec<Secret>,
         tolerance: Option<Duration>,
-    ) -> Result<Verifier, String> {
+    ) -> Result<Verifier, ConfigError> {
         let placeholder = secrets.iter().any(Secret::is_placeholder);
         match build(secrets, tolerance) {
             Ok(v) => Ok(v),
@@ -112,7 +116,7 @@ impl Preset {
     }
 }
 
-fn scheme<S: Scheme + 'static>(r: Result<S, String>) -> Result<Verifier, String> {
+fn scheme<S: Scheme + 'static>(r: Result<S, ConfigError>) -> Result<Verifier, ConfigError> {
     r.map(|s| Verifier::Scheme(Arc::new(s)))
 }
 
@@ -122,7 +126,7 @@ fn hmac(
     header: &str,
     prefix: &str,
     secrets: Vec<Secret>,
-) -> Result<Verifier, String> {
+) -> Result<Verifier, ConfigError> {
     super::check_keys("hmac", "secret", &secrets)?;
     Ok(Verifier::Hmac {
         algorithm,

@@ -2,7 +2,7 @@
 //! DER signature in base64, verified with the public verification key.
 //! <https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook-security-features>
 
-use super::{Scheme, VerifyError, VerifyInput, parse_secs};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, parse_secs};
 use crate::secret::Secret;
 use base64::Engine as _;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -25,22 +25,19 @@ impl SendGrid {
     /// `secrets`: public verification keys as SendGrid shows them (base64 DER
     /// SubjectPublicKeyInfo; a PEM `PUBLIC KEY` block is accepted too), parsed once here.
     /// `tolerance`: allowed clock distance of the timestamp header (`None`: not checked).
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         if secrets.is_empty() {
-            return Err("sendgrid: no verification key configured".into());
+            return Err(ConfigError::NoKey {
+                scheme: "sendgrid",
+                text: "no verification key configured".into(),
+            });
         }
-        let keys = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_key(s.expose()).map_err(|e| format!("sendgrid: verification key #{}: {e}", i + 1))
-            })
-            .collect::<Result<_, _>>()?;
+        let keys = super::parse_keys("sendgrid", "verification key", &secrets, parse_key)?;
         Ok(Self { keys, tolerance })
     }
 }
 
-fn parse_key(text: &str) -> Result<VerifyingKey, String> {
+fn parse_key(text: &str) -> Result<VerifyingKey, &'static str> {
     // PEM armour, if any, is dropped: the payload is the same base64 DER.
     let b64: String = text
         .lines()
@@ -50,9 +47,8 @@ fn parse_key(text: &str) -> Result<VerifyingKey, String> {
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
-        .map_err(|_| "not base64 (expected the base64 DER public key)".to_string())?;
-    VerifyingKey::from_public_key_der(&der)
-        .map_err(|_| "not a P-256 SubjectPublicKeyInfo public key".to_string())
+        .map_err(|_| "not base64 (expected the base64 DER public key)")?;
+    VerifyingKey::from_public_key_der(&der).map_err(|_| "not a P-256 SubjectPublicKeyInfo public key")
 }
 
 impl Scheme for SendGrid {

@@ -2,7 +2,7 @@
 //!
 //! `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{X-Slack-Request-Timestamp}:{raw body}")>`.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -19,14 +19,9 @@ pub struct Slack {
 }
 
 impl Slack {
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("slack: at least one signing secret is required".into());
-        }
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("slack: a signing secret is empty".into());
-        }
+        super::require_keys("slack", "signing secret", &secrets)?;
         Ok(Self { secrets, tolerance })
     }
 }

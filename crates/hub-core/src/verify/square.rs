@@ -4,7 +4,7 @@
 //! `x-square-signature`, the same over HMAC-SHA1; it is read only when the SHA-256 header is absent.
 //! Square signs no timestamp, so there is no freshness check.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput};
 use crate::secret::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -24,15 +24,10 @@ pub struct Square {
 
 impl Square {
     /// `tolerance` is accepted for a uniform constructor and ignored: Square signs no timestamp.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         let _ = tolerance;
-        if secrets.is_empty() {
-            return Err("square: at least one signature key is required".into());
-        }
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("square: a signature key is empty".into());
-        }
+        super::require_keys("square", "signature key", &secrets)?;
         Ok(Self { secrets })
     }
 }

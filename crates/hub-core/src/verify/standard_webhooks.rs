@@ -5,7 +5,7 @@
 //! HMAC-SHA256>` (key = base64 of the secret after `whsec_`) and `v1a,<base64 Ed25519>` (key =
 //! the `whpk_` public key) entries; any one that matches a configured key is enough.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
@@ -67,23 +67,20 @@ impl std::fmt::Debug for StandardWebhooks {
 impl StandardWebhooks {
     /// Each secret is `whsec_<base64>` (or the bare base64) for `v1`, or `whpk_<base64 of the
     /// 32-byte public key>` for `v1a`; both kinds may be mixed.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         if secrets.is_empty() {
-            return Err("standard-webhooks: at least one secret is required".into());
+            return Err(ConfigError::NoKey {
+                scheme: "standard-webhooks",
+                text: "at least one secret is required".into(),
+            });
         }
-        let keys = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_key(s.expose()).map_err(|e| format!("standard-webhooks: secret #{}: {e}", i + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = super::parse_keys("standard-webhooks", "secret", &secrets, parse_key)?;
         Ok(Self { keys, tolerance })
     }
 }
 
 // Errors never quote the secret: they end up in logs.
-fn parse_key(secret: &str) -> Result<Key, String> {
+fn parse_key(secret: &str) -> Result<Key, &'static str> {
     let secret = secret.trim();
     if let Some(b64) = secret.strip_prefix("whpk_") {
         let bytes = LENIENT.decode(b64).map_err(|_| "the whpk_ public key is not valid base64")?;
@@ -93,21 +90,19 @@ fn parse_key(secret: &str) -> Result<Key, String> {
             VerifyingKey::from_bytes(&bytes).map_err(|_| "the whpk_ public key is not an Ed25519 point")?;
         // A small-order key accepts forged signatures for many messages.
         if key.is_weak() {
-            return Err("the whpk_ public key is a weak (small-order) Ed25519 key".into());
+            return Err("the whpk_ public key is a weak (small-order) Ed25519 key");
         }
         return Ok(Key::Ed25519(key));
     }
     if secret.starts_with("whsk_") {
-        return Err(
-            "this is the sender's private signing key (whsk_); configure its public key (whpk_)".into()
-        );
+        return Err("this is the sender's private signing key (whsk_); configure its public key (whpk_)");
     }
     let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
     let bytes = LENIENT.decode(b64).map_err(|_| "the secret is not base64 (expected whsec_<base64>)")?;
     if bytes.is_empty() {
-        return Err("the secret is empty".into());
+        return Err("the secret is empty");
     }
-    <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes).map(Key::Hmac).map_err(|_| "unusable HMAC key".into())
+    <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes).map(Key::Hmac).map_err(|_| "unusable HMAC key")
 }
 
 enum Sig {

@@ -3,7 +3,7 @@
 //! `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=…][,v0=…]`, signed content
 //! `{t}.{raw body}`, key = the whole endpoint secret (`whsec_…` included, not decoded).
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -20,7 +20,7 @@ pub struct Stripe {
 }
 
 impl Stripe {
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         Self::with_header(HEADER, secrets, tolerance)
     }
 
@@ -29,14 +29,9 @@ impl Stripe {
         header: &'static str,
         secrets: Vec<Secret>,
         tolerance: Option<Duration>,
-    ) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err(format!("{header}: at least one signing secret is required"));
-        }
+    ) -> Result<Self, ConfigError> {
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err(format!("{header}: a signing secret is empty"));
-        }
+        super::require_keys(header, "signing secret", &secrets)?;
         Ok(Self { header, secrets, tolerance })
     }
 }

@@ -6,7 +6,8 @@
 //! template is parsed once, at load, into parts; a request only feeds those parts to the MAC.
 
 use super::{
-    HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput, check_fresh, strip_prefix_ignore_case,
+    ConfigError, HmacAlgorithm, Scheme, SigEncoding, VerifyError, VerifyInput, check_fresh,
+    strip_prefix_ignore_case,
 };
 use crate::secret::Secret;
 use base64::Engine as _;
@@ -74,46 +75,46 @@ impl TemplateHmac {
         config: TemplateHmacConfig,
         secrets: Vec<Secret>,
         tolerance: Option<Duration>,
-    ) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("template-hmac: at least one secret is required".into());
-        }
+    ) -> Result<Self, ConfigError> {
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("template-hmac: a secret is empty".into());
-        }
+        super::require_keys("template-hmac", "secret", &secrets)?;
         check_header_name(&config.signature_header)?;
         if let Some(name) = &config.timestamp_header {
             check_header_name(name)?;
         }
         if config.separator.as_deref() == Some("") {
-            return Err(
-                "template-hmac: `separator` must not be empty (omit it for a single signature)".into()
-            );
+            return Err(ConfigError::BadSetting {
+                scheme: "template-hmac",
+                text: "`separator` must not be empty (omit it for a single signature)".into(),
+            });
         }
         let parts = parse_template(&config.template)?;
         // Without the body in the MAC, anyone could swap the payload under a valid signature.
         if !parts.contains(&Part::Body) {
-            return Err(format!("template-hmac: template `{}` does not sign {{body}}", config.template));
+            return Err(ConfigError::BadTemplate(
+                format!("template `{}` does not sign {{body}}", config.template).into(),
+            ));
         }
         let signs_timestamp = parts.contains(&Part::Timestamp);
         match (&config.timestamp_header, signs_timestamp) {
             (None, true) => {
-                return Err(
-                    "template-hmac: the template uses {timestamp} but no `timestamp_header` is set".into()
-                );
+                return Err(ConfigError::BadTemplate(
+                    "the template uses {timestamp} but no `timestamp_header` is set".into(),
+                ));
             }
             // An unsigned timestamp can be rewritten by whoever replays the request.
             (Some(_), false) => {
-                return Err(
-                    "template-hmac: `timestamp_header` is set but the template does not sign {timestamp}"
-                        .into(),
-                );
+                return Err(ConfigError::BadTemplate(
+                    "`timestamp_header` is set but the template does not sign {timestamp}".into(),
+                ));
             }
             _ => {}
         }
         if tolerance.is_some() && config.timestamp_header.is_none() {
-            return Err("template-hmac: a tolerance needs a `timestamp_header` to check".into());
+            return Err(ConfigError::ToleranceWithoutTimestamp {
+                scheme: "template-hmac",
+                needs: "a `timestamp_header` to check",
+            });
         }
         Ok(Self { config, parts, secrets, tolerance })
     }
@@ -168,16 +169,20 @@ impl TemplateHmac {
     }
 }
 
-fn check_header_name(name: &str) -> Result<(), String> {
+fn check_header_name(name: &str) -> Result<(), ConfigError> {
     // RFC 9110 token characters.
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
-        return Err(format!("template-hmac: `{name}` is not a valid header name"));
+        return Err(ConfigError::BadName {
+            scheme: "template-hmac",
+            text: format!("`{name}` is not a valid header name").into(),
+        });
     }
     Ok(())
 }
 
-fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+fn parse_template(template: &str) -> Result<Vec<Part>, ConfigError> {
+    let bad = |text: String| ConfigError::BadTemplate(text.into());
     let mut parts = Vec::new();
     let mut literal = String::new();
     let mut rest = template;
@@ -198,7 +203,7 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
         } else if let Some(after) = tail.strip_prefix('{') {
             let (name, after) = after
                 .split_once('}')
-                .ok_or_else(|| format!("template-hmac: unclosed `{{` in template `{template}`"))?;
+                .ok_or_else(|| bad(format!("unclosed `{{` in template `{template}`")))?;
             let part = match name {
                 "body" => Part::Body,
                 "timestamp" => Part::Timestamp,
@@ -210,11 +215,11 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
                         Part::Header(header.to_string())
                     }
                     None => {
-                        return Err(format!(
-                            "template-hmac: unknown placeholder `{{{name}}}` in template `{template}`; \
+                        return Err(bad(format!(
+                            "unknown placeholder `{{{name}}}` in template `{template}`; \
                              expected {{body}}, {{timestamp}}, {{method}}, {{url}} or {{header:Name}} \
                              (write `{{{{` for a literal brace)"
-                        ));
+                        )));
                     }
                 },
             };
@@ -222,9 +227,9 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
             parts.push(part);
             rest = after;
         } else {
-            return Err(format!(
-                "template-hmac: lone `}}` in template `{template}` (write `}}}}` for a literal brace)"
-            ));
+            return Err(bad(format!(
+                "lone `}}` in template `{template}` (write `}}}}` for a literal brace)"
+            )));
         }
     }
     literal.push_str(rest);
@@ -463,7 +468,7 @@ mod tests {
             ("{header:a b}{body}", "not a valid header name"),
         ] {
             let err = TemplateHmac::new(config(template), secrets(), None).expect_err(template);
-            assert!(err.contains(needle), "{template}: {err}");
+            assert!(err.to_string().contains(needle), "{template}: {err}");
         }
         let unsigned_ts = TemplateHmacConfig { timestamp_header: Some("X-Ts".into()), ..config("{body}") };
         assert!(TemplateHmac::new(unsigned_ts, secrets(), None).is_err());

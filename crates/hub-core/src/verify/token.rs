@@ -7,7 +7,7 @@
 //! (`auth[application_token]` form field, local-integrations/local-webhooks.md)
 //! <https://github.com/bitrix24/b24restdocs>; HTTP Basic <https://www.rfc-editor.org/rfc/rfc7617>.
 
-use super::{Scheme, VerifyError, VerifyInput};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput};
 use crate::secret::Secret;
 use base64::Engine as _;
 use ipnet::IpNet;
@@ -47,16 +47,21 @@ pub struct SharedToken {
 }
 
 impl SharedToken {
-    pub fn new(location: TokenLocation, secrets: Vec<Secret>) -> Result<Self, String> {
+    pub fn new(location: TokenLocation, secrets: Vec<Secret>) -> Result<Self, ConfigError> {
         super::check_keys("shared token", "token", &secrets)?;
         let segments = match &location {
             TokenLocation::BodyField(p) => {
-                let segs =
-                    path_segments(p).ok_or_else(|| format!("shared token: invalid body field path `{p}`"))?;
+                let segs = path_segments(p).ok_or_else(|| ConfigError::BadName {
+                    scheme: "shared token",
+                    text: format!("invalid body field path `{p}`").into(),
+                })?;
                 segs.into_iter().map(str::to_string).collect()
             }
             TokenLocation::Query(n) | TokenLocation::Header(n) if n.is_empty() => {
-                return Err("shared token: empty parameter / header name".into());
+                return Err(ConfigError::BadName {
+                    scheme: "shared token",
+                    text: "empty parameter / header name".into(),
+                });
             }
             _ => Vec::new(),
         };
@@ -101,10 +106,13 @@ pub struct BasicAuth {
 
 impl BasicAuth {
     /// `passwords`: accepted passwords (several during a rotation) for `username`.
-    pub fn new(username: impl Into<String>, passwords: Vec<Secret>) -> Result<Self, String> {
+    pub fn new(username: impl Into<String>, passwords: Vec<Secret>) -> Result<Self, ConfigError> {
         let username = username.into();
         if username.contains(':') {
-            return Err("basic auth: the user name cannot contain ':'".into());
+            return Err(ConfigError::BadName {
+                scheme: "basic auth",
+                text: "the user name cannot contain ':'".into(),
+            });
         }
         super::check_keys("basic auth", "password", &passwords)?;
         Ok(Self { username, passwords })
@@ -147,13 +155,16 @@ pub struct ApiKeyHeader {
 }
 
 impl ApiKeyHeader {
-    pub fn new(header: impl Into<String>, secrets: Vec<Secret>) -> Result<Self, String> {
+    pub fn new(header: impl Into<String>, secrets: Vec<Secret>) -> Result<Self, ConfigError> {
         let header = header.into();
         if header.is_empty() {
-            return Err("api key: empty header name".into());
+            return Err(ConfigError::BadName { scheme: "api key", text: "empty header name".into() });
         }
         if secrets.is_empty() || secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("api key: no (or an empty) key configured".into());
+            return Err(ConfigError::NoKey {
+                scheme: "api key",
+                text: "no (or an empty) key configured".into(),
+            });
         }
         Ok(Self { header, prefix: String::new(), secrets })
     }
@@ -192,7 +203,7 @@ pub struct IpAllowList {
 
 impl IpAllowList {
     /// `cidrs`: networks (`192.0.2.0/24`, `2001:db8::/32`) or single addresses.
-    pub fn new<I, S>(cidrs: I) -> Result<Self, String>
+    pub fn new<I, S>(cidrs: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -201,12 +212,11 @@ impl IpAllowList {
             .into_iter()
             .map(|c| {
                 let c = c.as_ref().trim();
-                crate::net::parse_network(c)
-                    .ok_or_else(|| format!("ip allow-list: `{c}` is not an address or CIDR network"))
+                crate::net::parse_network(c).ok_or_else(|| ConfigError::BadNetwork(c.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if nets.is_empty() {
-            return Err("ip allow-list: no network configured (it would refuse everything)".into());
+            return Err(ConfigError::NoNetwork);
         }
         Ok(Self { nets })
     }

@@ -5,7 +5,7 @@
 //! JSON bodies: the URL carries `bodySHA256=<hex sha256(body)>`, which must match the body, and
 //! the signature covers the URL alone. The signature has no timestamp, so there is no freshness.
 
-use super::{Scheme, VerifyError, VerifyInput, decode_base64};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, decode_base64};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
@@ -25,7 +25,7 @@ pub struct Twilio {
 impl Twilio {
     /// `secrets`: auth tokens. Twilio signs no timestamp, so `_tolerance` is accepted for a
     /// uniform constructor and ignored.
-    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, String> {
+    pub fn new(secrets: Vec<Secret>, _tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         super::check_keys("twilio", "auth token", &secrets)?;
         Ok(Self { secrets })
     }

@@ -4,7 +4,7 @@
 //! The key is the OAuth app's client secret, or the webhook's own secret for site-token webhooks
 //! created after 2025-04-14. Webhooks created in the dashboard are not signed at all.
 
-use super::{Scheme, VerifyError, VerifyInput, check_fresh};
+use super::{ConfigError, Scheme, VerifyError, VerifyInput, check_fresh};
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -22,14 +22,9 @@ pub struct Webflow {
 
 impl Webflow {
     /// Webflow's docs use a 5-minute window.
-    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, String> {
-        if secrets.is_empty() {
-            return Err("webflow: at least one secret is required".into());
-        }
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Result<Self, ConfigError> {
         // An empty HMAC key would let anyone sign.
-        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
-            return Err("webflow: a secret is empty".into());
-        }
+        super::require_keys("webflow", "secret", &secrets)?;
         Ok(Self { secrets, tolerance })
     }
 }

@@ -160,7 +160,7 @@ pub(super) fn ip_allow(
     src.ip_allow.as_ref().and_then(|l| {
         token::IpAllowList::new(l.value.iter())
             .map(|list| Verifier::Scheme(Arc::new(list)))
-            .map_err(|e| diags.push(fx.at(Loc::of(l), e)))
+            .map_err(|e| diags.push(fx.at(Loc::of(l), e.to_string())))
             .ok()
     })
 }
@@ -219,7 +219,7 @@ fn tolerance_of(t: &Spanned<String>, fx: &FileCtx) -> Result<Option<Duration>, D
 /// this machine) gives a verifier that refuses everything, so the file still validates.
 fn build_scheme<S: Scheme + 'static>(
     keys: &[Secret],
-    built: Result<S, String>,
+    built: Result<S, crate::verify::ConfigError>,
     loc: Loc,
     fx: &FileCtx,
 ) -> Result<Verifier, Diagnostic> {
@@ -228,7 +228,7 @@ fn build_scheme<S: Scheme + 'static>(
         Err(e) if keys.iter().any(Secret::is_placeholder) => {
             Ok(Verifier::Unavailable(format!("secret not set ({e})")))
         }
-        Err(e) => Err(fx.at(loc, e)),
+        Err(e) => Err(fx.at(loc, e.to_string())),
     }
 }
 

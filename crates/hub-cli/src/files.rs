@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// A mapping file: every `*.yaml`/`*.yml` under the directory, except inside `examples/`.
+/// A mapping file: every `*.yaml`/`*.yml` under the directory, except inside `examples/` and
+/// `scenarios/`.
 pub fn mapping_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     walk(dir, &mut out)?;
@@ -14,7 +15,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "examples") {
+            if path.file_name().is_some_and(|n| n == "examples" || n == "scenarios") {
                 continue;
             }
             walk(&path, out)?;
@@ -54,4 +55,31 @@ pub fn relative_names(dir: &Path, paths: &[PathBuf], texts: Vec<(String, String)
         .zip(texts)
         .map(|(p, (_, text))| (p.strip_prefix(dir).unwrap_or(p).display().to_string(), text))
         .collect()
+}
+
+/// Every scenario file: `scenarios/*.yaml` anywhere under the directory, sorted.
+pub fn scenario_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "scenarios") {
+                for f in std::fs::read_dir(&path)? {
+                    let f = f?.path();
+                    if is_yaml(&f) {
+                        out.push(f);
+                    }
+                }
+            } else {
+                walk(&path, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
 }

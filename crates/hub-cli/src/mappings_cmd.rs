@@ -81,8 +81,44 @@ pub fn test(dir: &Path, out: &mut dyn std::io::Write) -> Result<TestReport> {
             }
         }
     }
+    let scenarios = files::scenario_files(dir)?;
+    if !scenarios.is_empty() {
+        let texts = files::read_all(&paths)?;
+        for path in &scenarios {
+            let name = path.display().to_string();
+            match run_scenario(path, &texts) {
+                Ok(()) => {
+                    report.passed += 1;
+                    writeln!(out, "ok   {name}")?;
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    writeln!(out, "FAIL {name}")?;
+                    for line in e.lines() {
+                        writeln!(out, "     {line}")?;
+                    }
+                }
+            }
+        }
+    }
     writeln!(out, "{} passed, {} failed", report.passed, report.failed)?;
     Ok(report)
+}
+
+/// Runs one scenario against the whole set, compiled with the scenario's `env` (other secrets
+/// are placeholders).
+fn run_scenario(path: &Path, texts: &[(String, String)]) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let spec: hub_core::triggers::scenario::ScenarioSpec =
+        hub_core::mapping::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secrets = hub_core::secret::MapSecrets::or_placeholders(
+        spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    );
+    let set = MappingSet::compile(texts, &secrets)
+        .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| format!("{f}: {e}"));
+    hub_core::triggers::scenario::run(&set, &spec, &read)
 }
 
 fn run_example(path: &Path, mapping_name: &str, mapping_text: &str) -> Vec<String> {

@@ -107,6 +107,31 @@ impl<'s> Verified<'s> {
         let rendered = self.source.evaluate(&self.envelope(id), &self.request, ids)?;
         Ok(Plan { rendered })
     }
+
+    /// [`Verified::plan`] with more of the envelope: what the event's facts made (`$.fact`,
+    /// `$.facts`, `$.state`, `$.entity`).
+    pub fn plan_with(
+        &self,
+        id: &EventId,
+        extra: serde_json::Map<String, Value>,
+        ids: &mut dyn FnMut() -> DeliveryId,
+    ) -> Result<Plan, RenderError> {
+        let mut env = self.envelope(id);
+        if let Value::Object(m) = &mut env {
+            m.extend(extra);
+        }
+        let rendered = self.source.evaluate(&env, &self.request, ids)?;
+        Ok(Plan { rendered })
+    }
+
+    /// The facts the event `id` states, in the order of its source's `facts:` block.
+    pub fn facts(
+        &self,
+        id: &EventId,
+        set: &crate::mapping::MappingSet,
+    ) -> Vec<Result<crate::triggers::Fact, crate::triggers::FactError>> {
+        self.source.facts_of(&self.envelope(id), id, self.request.received_at, set)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use crate::evaluate::Verified;
 use crate::ids::{DeliveryId, EventId};
 use crate::mapping::{Diagnostic, FileCtx, compile_file};
 use crate::request::{Headers, RawRequest};
-use crate::secret::{MapSecrets, PlaceholderSecrets, Secret, SecretRef, SecretSource};
+use crate::secret::MapSecrets;
 use crate::time::UnixMillis;
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -95,15 +95,6 @@ pub struct ExpectDelivery {
     pub error: Option<String>,
 }
 
-/// Example secrets first, then placeholders, so examples need not list every credential.
-struct ExampleSecrets(MapSecrets);
-
-impl SecretSource for ExampleSecrets {
-    fn resolve(&self, r: &SecretRef) -> Option<Secret> {
-        self.0.resolve(r).or_else(|| PlaceholderSecrets.resolve(r))
-    }
-}
-
 impl ExampleSpec {
     pub fn parse(name: &str, text: &str) -> Result<Self, Diagnostic> {
         let spec: ExampleSpec =
@@ -128,7 +119,7 @@ impl ExampleSpec {
     /// `request.body_file`, read by the caller. Returns the differences (empty = pass).
     pub fn run(&self, mapping_name: &str, mapping_text: &str, body_file: Option<Bytes>) -> Vec<String> {
         let secrets =
-            ExampleSecrets(MapSecrets(self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+            MapSecrets::or_placeholders(self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         let source = match compile_file(mapping_name, mapping_text, &secrets) {
             Ok((s, _)) => s,
             Err(diags) => return diags.iter().map(ToString::to_string).collect(),

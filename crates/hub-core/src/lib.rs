@@ -23,6 +23,7 @@ pub mod retry;
 pub mod secret;
 pub mod testing;
 pub mod time;
+pub mod triggers;
 pub mod verify;
 
 pub use error::{ErrorCode, PublicError};

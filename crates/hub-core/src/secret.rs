@@ -122,6 +122,24 @@ impl SecretSource for EnvSecrets {
 #[derive(Debug, Default, Clone)]
 pub struct MapSecrets(pub HashMap<String, String>);
 
+impl MapSecrets {
+    /// These values first, then placeholders, so examples and scenarios need not list every
+    /// credential.
+    pub fn or_placeholders(values: HashMap<String, String>) -> OrPlaceholders {
+        OrPlaceholders(MapSecrets(values))
+    }
+}
+
+/// A [`MapSecrets`] that resolves what it lacks to placeholders.
+#[derive(Debug, Default, Clone)]
+pub struct OrPlaceholders(pub MapSecrets);
+
+impl SecretSource for OrPlaceholders {
+    fn resolve(&self, r: &SecretRef) -> Option<Secret> {
+        self.0.resolve(r).or_else(|| PlaceholderSecrets.resolve(r))
+    }
+}
+
 impl SecretSource for MapSecrets {
     fn resolve(&self, r: &SecretRef) -> Option<Secret> {
         match r {

@@ -9,7 +9,7 @@
 //! This module holds the compiled types and what runs at delivery time; the compiler is in
 //! `compile` (a module per section of the file), the template helpers in [`helpers`].
 
-mod compile;
+pub(crate) mod compile;
 pub mod condition;
 pub mod diag;
 pub mod helpers;
@@ -204,6 +204,8 @@ pub struct CompiledSource {
     /// What of a request is replaced by `[redacted]` before it is stored.
     pub redact: crate::redact::Redaction,
     pub routes: Vec<CompiledRoute>,
+    /// Facts each webhook states about entities (see [`crate::triggers`]).
+    pub facts: Vec<crate::triggers::FactRule>,
     templates: Templates,
     fx: FileCtx,
 }
@@ -258,11 +260,34 @@ impl CompiledSource {
     /// they make a known, small number of deliveries (no `for_each`, at most
     /// [`INGEST_DISPATCH_ROUTES`]). Others are dispatched by a job.
     pub fn dispatches_at_ingest(&self) -> bool {
-        self.routes.len() <= INGEST_DISPATCH_ROUTES && self.routes.iter().all(|r| r.for_each.is_none())
+        self.facts.is_empty()
+            && self.routes.len() <= INGEST_DISPATCH_ROUTES
+            && self.routes.iter().all(|r| r.for_each.is_none())
     }
 
     pub fn route(&self, id: &RouteId) -> Option<&CompiledRoute> {
         self.routes.iter().find(|r| &r.id == id)
+    }
+
+    /// The facts a webhook states (its envelope `env`), in the order of the `facts:` block;
+    /// a rule that cannot state its fact is reported with why, and the others still apply.
+    pub fn facts_of(
+        &self,
+        env: &Value,
+        event: &EventId,
+        received_at: UnixMillis,
+        set: &MappingSet,
+    ) -> Vec<Result<crate::triggers::Fact, crate::triggers::FactError>> {
+        let env = Env::new(env);
+        self.facts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| {
+                let blocked = set.entities.get(&rule.entity).map_or(&[][..], |e| &e.blocked[..]);
+                let id = crate::triggers::fact_id(event, i);
+                rule.state(&env, &self.templates, &self.fx, id, received_at, blocked).transpose()
+            })
+            .collect()
     }
 
     /// The dedup key of a request and how long to remember it: the source's (or its provider's)
@@ -403,62 +428,72 @@ impl CompiledSource {
         req: &RawRequest,
         delivery: &DeliveryId,
     ) -> Result<OutgoingRequest, RenderError> {
-        let fx = &self.fx;
-        let tpl_err = |e: &dyn std::fmt::Display| {
-            RenderError::new(
-                RenderErrorKind::Request,
-                fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string(),
-            )
-        };
-        let url = match &r.url {
-            UrlPlan::Fixed(u) => u.clone(),
-            UrlPlan::Template { template, .. } => {
-                let url = self.templates.render(template, env).map_err(|e| tpl_err(&e))?;
-                check_rendered_url(&url).map_err(|e| tpl_err(&e))?;
-                url
-            }
-            UrlPlan::Secret { reference, .. } => reference.clone(),
-        };
-        let (content_type, body) = match &r.body {
-            BodyPlan::Map(m) => {
-                let v = m.render(env, &self.templates, fx)?.unwrap_or(Value::Null);
-                ("application/json".to_string(), Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
-            }
-            BodyPlan::Template { template, content_type } => (
-                content_type.clone(),
-                Bytes::from(self.templates.render(template, env).map_err(|e| tpl_err(&e))?),
-            ),
-            BodyPlan::Raw => {
-                (req.content_type().unwrap_or("application/octet-stream").to_string(), req.body.clone())
-            }
-        };
-        let mut headers = vec![("content-type".to_string(), content_type)];
-        for (name, v) in &r.headers {
-            let value = match v {
-                HeaderValue::Fixed(s) => s.clone(),
-                HeaderValue::Template(t) => self.templates.render(t, env).map_err(|e| tpl_err(&e))?,
-            };
-            if value.contains(['\r', '\n']) {
-                return Err(tpl_err(&format_args!("header `{name}` would contain a line break")));
-            }
-            headers.retain(|(k, _)| k != name);
-            headers.push((name.clone(), value));
-        }
-        let event_id = env.value().pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
-        headers.push(("x-hub-event-id".into(), event_id.to_string()));
-        let key = match &r.idempotency_key {
-            Some(t) => {
-                let k = self.templates.render(t, env).map_err(|e| tpl_err(&e))?;
-                if k.is_empty() || k.contains(['\r', '\n']) {
-                    return Err(tpl_err(&"`idempotency_key` rendered empty or with a line break"));
-                }
-                k
-            }
-            None => delivery.to_string(),
-        };
-        headers.push(("idempotency-key".into(), key));
-        Ok(OutgoingRequest { method: r.method.clone(), url, headers, body })
+        render_route(&self.templates, &self.fx, r, env, req, delivery, None)
     }
+}
+
+/// Renders one route's request against `env`, with the templates and file of the file that
+/// declares it. `key` is the `Idempotency-Key` when the route sets none (the delivery id
+/// otherwise).
+pub(crate) fn render_route(
+    templates: &Templates,
+    fx: &FileCtx,
+    r: &CompiledRoute,
+    env: &Env<'_>,
+    req: &RawRequest,
+    delivery: &DeliveryId,
+    key: Option<&str>,
+) -> Result<OutgoingRequest, RenderError> {
+    let tpl_err = |e: &dyn std::fmt::Display| {
+        RenderError::new(RenderErrorKind::Request, fx.at(r.loc, format!("route `{}`: {e}", r.id)).to_string())
+    };
+    let url = match &r.url {
+        UrlPlan::Fixed(u) => u.clone(),
+        UrlPlan::Template { template, .. } => {
+            let url = templates.render(template, env).map_err(|e| tpl_err(&e))?;
+            check_rendered_url(&url).map_err(|e| tpl_err(&e))?;
+            url
+        }
+        UrlPlan::Secret { reference, .. } => reference.clone(),
+    };
+    let (content_type, body) = match &r.body {
+        BodyPlan::Map(m) => {
+            let v = m.render(env, &templates, fx)?.unwrap_or(Value::Null);
+            ("application/json".to_string(), Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+        }
+        BodyPlan::Template { template, content_type } => {
+            (content_type.clone(), Bytes::from(templates.render(template, env).map_err(|e| tpl_err(&e))?))
+        }
+        BodyPlan::Raw => {
+            (req.content_type().unwrap_or("application/octet-stream").to_string(), req.body.clone())
+        }
+    };
+    let mut headers = vec![("content-type".to_string(), content_type)];
+    for (name, v) in &r.headers {
+        let value = match v {
+            HeaderValue::Fixed(s) => s.clone(),
+            HeaderValue::Template(t) => templates.render(t, env).map_err(|e| tpl_err(&e))?,
+        };
+        if value.contains(['\r', '\n']) {
+            return Err(tpl_err(&format_args!("header `{name}` would contain a line break")));
+        }
+        headers.retain(|(k, _)| k != name);
+        headers.push((name.clone(), value));
+    }
+    let event_id = env.value().pointer("/event/id").and_then(Value::as_str).unwrap_or_default();
+    headers.push(("x-hub-event-id".into(), event_id.to_string()));
+    let key = match &r.idempotency_key {
+        Some(t) => {
+            let k = templates.render(t, env).map_err(|e| tpl_err(&e))?;
+            if k.is_empty() || k.contains(['\r', '\n']) {
+                return Err(tpl_err(&"`idempotency_key` rendered empty or with a line break"));
+            }
+            k
+        }
+        None => key.map_or_else(|| delivery.to_string(), str::to_string),
+    };
+    headers.push(("idempotency-key".into(), key));
+    Ok(OutgoingRequest { method: r.method.clone(), url, headers, body })
 }
 
 /// The replay key of a body: `sha256:` and the hex digest.
@@ -467,15 +502,25 @@ pub fn body_digest_key(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
 }
 
-/// Every compiled source, by id.
+/// Every compiled source, by id, and every entity file, by entity name.
 #[derive(Debug, Default)]
 pub struct MappingSet {
     pub sources: BTreeMap<SourceId, Arc<CompiledSource>>,
+    pub entities: BTreeMap<String, Arc<crate::triggers::CompiledEntity>>,
 }
 
 impl MappingSet {
     pub fn source(&self, id: &str) -> Option<&Arc<CompiledSource>> {
         self.sources.get(&SourceId::new(id))
+    }
+
+    /// The route a delivery of an event of `source` names: one of the source's own, or (an id
+    /// `<entity>.<route>`) a route of an entity file.
+    pub fn route(&self, source: &SourceId, route: &RouteId) -> Option<&CompiledRoute> {
+        if let Some((entity, _)) = route.as_str().split_once('.') {
+            return self.entities.get(entity)?.route(route);
+        }
+        self.sources.get(source)?.route(route)
     }
 
     /// Compiles `(file name, text)` pairs. Every problem in every file is reported; a set is
@@ -487,7 +532,28 @@ impl MappingSet {
         let mut diags = Vec::new();
         let mut set = MappingSet::default();
         let mut seen: HashMap<SourceId, (String, Loc)> = HashMap::new();
+        let mut entities: HashMap<String, (String, Loc)> = HashMap::new();
         for (name, text) in files {
+            if crate::triggers::is_entity_file(text) {
+                match crate::triggers::compile_entity(name, text, secrets) {
+                    Ok((e, loc)) => {
+                        if let Some((other, oloc)) = entities.get(&e.name) {
+                            diags.push(FileCtx::new(name).at(
+                                loc,
+                                format!(
+                                    "entity `{}` is declared twice (also in {other}:{}:{})",
+                                    e.name, oloc.line, oloc.col
+                                ),
+                            ));
+                            continue;
+                        }
+                        entities.insert(e.name.clone(), (name.clone(), loc));
+                        set.entities.insert(e.name.clone(), Arc::new(e));
+                    }
+                    Err(mut d) => diags.append(&mut d),
+                }
+                continue;
+            }
             match compile_file(name, text, secrets) {
                 Ok((src, loc)) => {
                     if let Some((other, oloc)) = seen.get(&src.id) {
@@ -505,6 +571,9 @@ impl MappingSet {
                 }
                 Err(mut d) => diags.append(&mut d),
             }
+        }
+        if diags.is_empty() {
+            diags = crate::triggers::compile::check_set(&set);
         }
         if diags.is_empty() { Ok(set) } else { Err(diags) }
     }
@@ -557,6 +626,11 @@ impl UrlPlan {
 }
 
 impl CompiledRoute {
+    /// Whether the route's `when` holds on `env` (no `when`: always).
+    pub fn holds(&self, env: &Value) -> bool {
+        self.when.as_ref().is_none_or(|c| c.eval(env, &Headers::default()))
+    }
+
     /// The URL to send to: a stored secret reference becomes the secret's value; any other URL
     /// is sent as rendered.
     pub fn send_url(&self, stored: &str) -> String {

@@ -71,6 +71,32 @@ pub struct SourceSpec {
     /// always redacted and the verifier's own.
     #[serde(default)]
     pub redact: Option<Spanned<RedactSpec>>,
+    /// Named facts about entities that each webhook states (see [`crate::triggers`]).
+    #[serde(default)]
+    pub facts: Vec<Spanned<FactSpec>>,
+}
+
+/// One fact a webhook states about an entity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactSpec {
+    /// The entity file it is about (`contact`).
+    pub entity: Spanned<String>,
+    /// The entity's key (a template or JSONPath, e.g. `{{normalize_email body.email}}`); a key
+    /// that renders empty or blocked states no fact.
+    pub key: Node,
+    /// The fact's name (`email.opened`), literal or a template.
+    pub name: Node,
+    /// When it happened (JSONPath to unix seconds, milliseconds or RFC 3339); default: when the
+    /// webhook was received.
+    #[serde(default)]
+    pub at: Option<Spanned<String>>,
+    /// What the fact carries, as a `map` tree (`$.fact.data` to entity rules).
+    #[serde(default)]
+    pub data: Option<Node>,
+    /// Only when this holds.
+    #[serde(default)]
+    pub when: Option<Node>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +237,18 @@ pub struct RouteSpec {
     pub to: Spanned<ToSpec>,
     #[serde(default)]
     pub retry: Option<Spanned<RetrySpec>>,
+    /// What makes a route of an entity file fire (a fact, a threshold crossed, a change).
+    #[serde(default)]
+    pub on: Option<Node>,
+    /// When a fired `crosses`/`reaches` route may fire again: `{below: N}`.
+    #[serde(default)]
+    pub rearm: Option<Node>,
+    /// Never fire again within this long of the last fire.
+    #[serde(default)]
+    pub cooldown: Option<Spanned<String>>,
+    /// Fire at most this many times per entity.
+    #[serde(default)]
+    pub max_fires: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use tracing::{info, warn};
 
+mod facts;
 mod records;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,7 +304,7 @@ impl Hub {
 
     /// Says what a recorded dispatch made (at acceptance or by a job) and hands its attempts to
     /// the queue.
-    async fn announce(&self, id: &EventId, source: &SourceId, made: Made) {
+    pub(super) async fn announce(&self, id: &EventId, source: &SourceId, made: Made) {
         self.observer.observe(&HubEvent::Dispatched { event: id.clone(), deliveries: made.fired });
         if let Some(e) = &made.error {
             self.dead(id, source, None, e);
@@ -353,6 +354,9 @@ impl Hub {
                 return Ok(JobOutcome::Done);
             }
         };
+        if !source.facts.is_empty() {
+            return self.dispatch_facts(&ev, &stored, &mappings, now).await;
+        }
         let deliveries = match stored.plan(&ev.id, &mut DeliveryId::generate) {
             Ok(plan) => plan.deliveries(now),
             Err(e) => {
@@ -427,7 +431,7 @@ impl Hub {
             return Ok(JobOutcome::Done);
         }
         let mappings = self.mappings();
-        let route = mappings.source(source_id.as_str()).and_then(|s| s.route(&d.route));
+        let route = mappings.route(&source_id, &d.route);
         if route.is_none() && opts.report_missing_mappings {
             return Ok(JobOutcome::MappingsMissing);
         }
@@ -531,7 +535,7 @@ impl Hub {
 
 /// What a dispatch made, taken before its deliveries go to the store: said and queued once it
 /// is recorded.
-struct Made {
+pub(super) struct Made {
     fired: usize,
     error: Option<String>,
     /// Routes of the deliveries dead from the start (rendering failed), with why.
@@ -541,7 +545,12 @@ struct Made {
 }
 
 impl Made {
-    fn of(id: &EventId, deliveries: &[DeliveryRecord], error: Option<String>, at: UnixMillis) -> Self {
+    pub(super) fn of(
+        id: &EventId,
+        deliveries: &[DeliveryRecord],
+        error: Option<String>,
+        at: UnixMillis,
+    ) -> Self {
         Self {
             fired: deliveries.len(),
             error,

@@ -12,7 +12,7 @@ use crate::time::UnixMillis;
 
 /// A commit's failure as the use cases report it: a conflict they did not expect is the store's
 /// (retry at once).
-fn store_error(e: CommitError) -> StoreError {
+pub(super) fn store_error(e: CommitError) -> StoreError {
     match e {
         CommitError::Store(e) => e,
         CommitError::Conflict(c) => StoreError::Conflict(c.to_string()),

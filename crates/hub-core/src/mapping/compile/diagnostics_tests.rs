@@ -409,6 +409,18 @@ const CASES: &[Case] = &[
     ),
     case("no_routes", open!(), "2:3", Exactly("a mapping file needs at least one route under `routes`")),
     case(
+        "trigger_key_in_source_route",
+        concat!(
+            open!(),
+            "routes:\n  - id: r\n    on: {fact: x}\n    map: {a: 1}\n    to: {url: \"https://x.test/a\"}\n"
+        ),
+        "7:9",
+        Exactly(
+            "`on` belongs to routes of an entity file (`entity: ...`); a source's route fires on each \
+             webhook its `when` matches",
+        ),
+    ),
+    case(
         "route_id_invalid",
         concat!(open!(), "routes:\n  - id: R 1\n    map: {a: 1}\n    to: {url: \"https://x.test/a\"}\n"),
         "6:9",

@@ -7,8 +7,8 @@
 
 mod retention;
 mod retry;
-mod route;
-mod source;
+pub(crate) mod route;
+pub(crate) mod source;
 mod verify;
 
 #[cfg(test)]
@@ -48,7 +48,8 @@ pub fn compile_file(
     let body_limits = src.body_limits.unwrap_or_default();
     let max_body_bytes = source::max_body_bytes(src, &fx, &mut diags);
     let redact = source::redaction(src, preset, format, &fx, &mut diags);
-    let routes = route::compile_routes(&spec, &fx, &mut templates, secrets, &mut diags);
+    let routes = route::source_routes(&spec, &fx, &mut templates, secrets, &mut diags);
+    let facts = crate::triggers::compile::compile_facts(&src.facts, &fx, &mut templates, &mut diags);
     let retention = retention::compile_retention(
         src,
         &spec.routes,
@@ -78,6 +79,7 @@ pub fn compile_file(
             max_body_bytes,
             redact,
             routes,
+            facts,
             templates,
             fx,
         },
@@ -86,7 +88,7 @@ pub fn compile_file(
 }
 
 /// A duration as authors write them (`30s`, `5m`, `24h`, `7d`).
-fn duration(s: &Spanned<String>, fx: &FileCtx) -> Result<Duration, Diagnostic> {
+pub(crate) fn duration(s: &Spanned<String>, fx: &FileCtx) -> Result<Duration, Diagnostic> {
     humantime::parse_duration(s.value.trim())
         .map_err(|e| fx.at(Loc::of(s), format!("`{}` is not a duration like 30s, 5m, 24h, 7d: {e}", s.value)))
 }

@@ -17,15 +17,15 @@ use crate::secret::SecretSource;
 use serde_saphyr::Spanned;
 
 /// Every route of the file, in order; a repeated id or an empty list is a diagnostic.
-pub(super) fn compile_routes(
-    spec: &spec::FileSpec,
+pub(crate) fn compile_routes(
+    specs: &[Spanned<spec::RouteSpec>],
     fx: &FileCtx,
     templates: &mut Templates,
     secrets: &dyn SecretSource,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<CompiledRoute> {
     let mut routes: Vec<CompiledRoute> = Vec::new();
-    for r in &spec.routes {
+    for r in specs {
         match compile_route(r, fx, templates, secrets) {
             Ok(route) => {
                 if routes.iter().any(|x| x.id == route.id) {
@@ -37,10 +37,39 @@ pub(super) fn compile_routes(
             Err(mut d) => diags.append(&mut d),
         }
     }
+    routes
+}
+
+/// A source file's routes: at least one, none with the trigger keys of entity routes.
+pub(super) fn source_routes(
+    spec: &spec::FileSpec,
+    fx: &FileCtx,
+    templates: &mut Templates,
+    secrets: &dyn SecretSource,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<CompiledRoute> {
+    for r in &spec.routes {
+        let r = &r.value;
+        let trigger_key =
+            r.on.as_ref()
+                .map(|n| ("on", n.loc))
+                .or(r.rearm.as_ref().map(|n| ("rearm", n.loc)))
+                .or(r.cooldown.as_ref().map(|c| ("cooldown", Loc::of(c))))
+                .or(r.max_fires.as_ref().map(|m| ("max_fires", Loc::of(m))));
+        if let Some((key, loc)) = trigger_key {
+            diags.push(fx.at(
+                loc,
+                format!(
+                    "`{key}` belongs to routes of an entity file (`entity: ...`); a source's route \
+                     fires on each webhook its `when` matches"
+                ),
+            ));
+        }
+    }
     if spec.routes.is_empty() {
         diags.push(fx.at(Loc::of(&spec.source), "a mapping file needs at least one route under `routes`"));
     }
-    routes
+    compile_routes(&spec.routes, fx, templates, secrets, diags)
 }
 
 const METHODS: &[&str] = &["POST", "PUT", "PATCH", "DELETE", "GET"];

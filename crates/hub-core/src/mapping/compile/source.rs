@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// The file's `lookups:` tables, by name.
-pub(super) fn lookups(
+pub(crate) fn lookups(
     tables: &IndexMap<String, Node>,
     fx: &FileCtx,
     diags: &mut Vec<Diagnostic>,

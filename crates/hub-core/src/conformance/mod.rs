@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub mod mappings;
 pub mod storage;
+pub mod triggers;
 
 /// Retention of the events the checks make unless they say otherwise.
 const LONG: Duration = Duration::from_secs(30 * 24 * 3600);

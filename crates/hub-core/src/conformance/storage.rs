@@ -92,6 +92,20 @@ macro_rules! storage_conformance {
                 an_event_accepted_and_dispatched_at_once_has_its_deliveries_and_no_dispatch,
             );
         }
+        mod triggers {
+            $crate::storage_conformance!(@checks_in super::$make; triggers;
+                two_hundred_concurrent_facts_add_two_hundred_points_and_fire_once,
+            );
+        }
+    };
+    (@checks_in $make:path; $module:ident; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some((_guard, storage)) = $make().await else { return };
+                $crate::conformance::$module::$check(std::sync::Arc::new(storage)).await;
+            }
+        )+
     };
     (@checks $make:path; $port:ident; $($check:ident),+ $(,)?) => {
         $(

@@ -19,9 +19,19 @@ use crate::triggers::Loaded;
 use crate::triggers::state::EntityState;
 use tracing::{info, warn};
 
-/// How many times a dispatch is computed again because an entity's state moved under it before
-/// the job is left to run later.
-pub const MAX_STATE_TRIES: usize = 32;
+/// How many times a dispatch is computed again because an entity's state moved under it (in
+/// another process) before it fails with a store conflict and its job is left to run later.
+pub const MAX_STATE_TRIES: usize = 8;
+
+/// Stripes of the in-process entity locks.
+pub(super) const ENTITY_LOCK_STRIPES: usize = 64;
+
+fn stripe(key: &StateKey) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % ENTITY_LOCK_STRIPES as u64) as usize
+}
 
 impl Hub {
     pub(super) async fn dispatch_facts(
@@ -51,6 +61,14 @@ impl Hub {
             }
         }
         let base = stored.envelope(&ev.id);
+        // Stripes in ascending order, so two dispatches never wait for each other in a circle.
+        let mut stripes: Vec<usize> = keys.iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut _turns = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            _turns.push(self.entity_locks[s].lock().await);
+        }
         for _ in 0..MAX_STATE_TRIES {
             let snapshots = self.storage.load(&keys).await?;
             let mut loaded = Vec::with_capacity(keys.len());

@@ -78,6 +78,10 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     queue: Arc<dyn Queue>,
     observer: Arc<dyn Observer>,
+    /// Dispatches in this process that apply facts to the same entity take turns (by a stripe
+    /// of the entity's key), so they do not keep refusing each other's commits; across
+    /// processes the state version decides.
+    entity_locks: Arc<[futures_util::lock::Mutex<()>]>,
 }
 
 impl Hub {
@@ -95,6 +99,9 @@ impl Hub {
             clock,
             queue,
             observer: Arc::new(Ignore),
+            entity_locks: (0..facts::ENTITY_LOCK_STRIPES)
+                .map(|_| futures_util::lock::Mutex::new(()))
+                .collect(),
         }
     }
 

@@ -592,3 +592,108 @@ async fn an_attempt_failing_on_the_store_backs_off_and_only_its_delivery_is_reco
         vec![Job::Attempt(id, vip)]
     );
 }
+
+/// An entity file and a source stating facts about it: a lead score whose threshold calls
+/// sales, and a deal-stage-like field whose change is announced.
+const CONTACT: &str = r#"entity: contact
+fields:
+  plan: {from: lead.scored, value: $.fact.data.plan, version: $.fact.data.version}
+scores:
+  lead_score:
+    rules:
+      - {on: lead.scored, points: 10}
+routes:
+  - id: hot
+    on: {crosses: lead_score, above: 20}
+    map: {email: $.entity.contact.id, score: $.trigger.value}
+    to: {url: "https://sales.example/hot"}
+  - id: plan-changed
+    on: {changes: plan, to: pro}
+    map: {email: $.entity.contact.id, from: $.trigger.from}
+    to: {url: "https://billing.example/plan"}
+"#;
+
+fn stateful_world() -> World {
+    let leads = LEADS.replace(
+        "  dedup: {path: $.body.id}\n",
+        "  dedup: {path: $.body.id}\n  facts:\n    - {entity: contact, key: '{{normalize_email body.email}}', name: lead.scored, data: {plan: $.body.plan, version: $.body.n}}\n",
+    );
+    let mut w = world();
+    w.hub = Hub::new(
+        compile(&[("leads.yaml", &leads), ("contact.yaml", CONTACT)]),
+        w.store.clone(),
+        w.dest.clone(),
+        w.clock.clone(),
+        w.queue.clone(),
+    );
+    w
+}
+
+fn scored(id: &str, plan: &str, n: u32) -> String {
+    format!(r#"{{"id": "{id}", "email": " Ann@Example.COM ", "vip": false, "plan": "{plan}", "n": {n}}}"#)
+}
+
+#[tokio::test]
+async fn facts_fire_entity_routes_once_through_dispatch_and_attempt() {
+    let w = stateful_world();
+    let first = w.ingest(&scored("L-1", "free", 1)).await;
+    // A source that states facts is dispatched by a job (its state is read there).
+    assert_eq!(w.queue.take(), vec![(Job::Dispatch(first.clone()), T0)]);
+    w.run_due().await;
+    assert_eq!(w.dest.sent().len(), 1, "only the source's own route: 10 points, plan set");
+    w.ingest(&scored("L-2", "pro", 2)).await;
+    w.ingest(&scored("L-3", "pro", 3)).await;
+    w.run_due().await;
+    let sent = w.dest.sent();
+    let to = |host: &str| sent.iter().filter(|s| s.request.url.contains(host)).collect::<Vec<_>>();
+    assert_eq!(to("crm.example").len(), 3, "one CRM call per webhook");
+    let hot = to("sales.example");
+    assert_eq!(hot.len(), 1, "the score reached 20 once (30 after the third)");
+    let body: serde_json::Value = serde_json::from_slice(&hot[0].request.body).expect("json");
+    assert_eq!(body, serde_json::json!({"email": "ann@example.com", "score": 20}));
+    let key = hot[0].request.headers.iter().find(|(k, _)| k == "idempotency-key").map(|(_, v)| v.clone());
+    assert!(
+        key.as_deref().is_some_and(|k| k.starts_with("fire_")),
+        "the fire id is the Idempotency-Key: {key:?}"
+    );
+    let plan = to("billing.example");
+    assert_eq!(plan.len(), 1, "free → pro once; pro → pro is no change");
+    let body: serde_json::Value = serde_json::from_slice(&plan[0].request.body).expect("json");
+    assert_eq!(body["from"], "free");
+}
+
+#[tokio::test]
+async fn a_replayed_event_applies_its_facts_once() {
+    let w = stateful_world();
+    let a = w.ingest(&scored("L-1", "free", 1)).await;
+    w.ingest(&scored("L-2", "free", 2)).await;
+    w.run_due().await;
+    assert_eq!(w.dest.sent().iter().filter(|s| s.request.url.contains("sales.example")).count(), 1);
+    assert!(w.hub.replay(&a).await.expect("replay"));
+    w.run_due().await;
+    let sent = w.dest.sent();
+    assert_eq!(
+        sent.iter().filter(|s| s.request.url.contains("crm.example")).count(),
+        3,
+        "the replay re-sends the source route"
+    );
+    assert_eq!(
+        sent.iter().filter(|s| s.request.url.contains("sales.example")).count(),
+        1,
+        "but adds no points and fires nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_late_older_update_changes_no_field_and_fires_nothing() {
+    let w = stateful_world();
+    w.ingest(&scored("L-1", "free", 1)).await;
+    w.ingest(&scored("L-3", "pro", 3)).await;
+    w.run_due().await;
+    // Version 2 arrives last: older than the stored version 3, it is ignored.
+    w.ingest(&scored("L-2", "free", 2)).await;
+    w.run_due().await;
+    let plan: Vec<_> =
+        w.dest.sent().into_iter().filter(|s| s.request.url.contains("billing.example")).collect();
+    assert_eq!(plan.len(), 1);
+}

@@ -34,7 +34,16 @@ pub fn validate(dir: &Path, require_secrets: bool, out: &mut dyn std::io::Write)
     match MappingSet::compile(&texts, secrets) {
         Ok(set) => {
             let routes: usize = set.sources.values().map(|s| s.routes.len()).sum();
-            writeln!(out, "ok: {} files, {} sources, {} routes", texts.len(), set.sources.len(), routes)?;
+            let entity_routes: usize = set.entities.values().map(|e| e.routes.len()).sum();
+            writeln!(
+                out,
+                "ok: {} files, {} sources, {} routes, {} entities with {} routes",
+                texts.len(),
+                set.sources.len(),
+                routes,
+                set.entities.len(),
+                entity_routes
+            )?;
             for s in set.sources.values().filter(|s| s.is_unverified()) {
                 writeln!(out, "unverified: source `{}` ({}): {}", s.id, s.file, s.openness())?;
             }

@@ -458,7 +458,7 @@ pub(crate) fn render_route(
     };
     let (content_type, body) = match &r.body {
         BodyPlan::Map(m) => {
-            let v = m.render(env, &templates, fx)?.unwrap_or(Value::Null);
+            let v = m.render(env, templates, fx)?.unwrap_or(Value::Null);
             ("application/json".to_string(), Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
         }
         BodyPlan::Template { template, content_type } => {

@@ -241,10 +241,9 @@ fn rearm(e: &CompiledEntity, state: &mut EntityState, now: UnixMillis) {
             let id = r.route.id.as_str();
             if state.triggers.get(id).is_some_and(|t| t.disarmed)
                 && state.measure(e, measure, now) < *rearm_below
+                && let Some(t) = state.triggers.get_mut(id)
             {
-                if let Some(t) = state.triggers.get_mut(id) {
-                    t.disarmed = false;
-                }
+                t.disarmed = false;
             }
         }
     }

@@ -103,6 +103,11 @@ enum Cmd {
         #[arg(long)]
         tolerance: Option<String>,
     },
+    /// Inspect what the hub remembers of an entity (a contact, a deal).
+    State {
+        #[command(subcommand)]
+        cmd: StateCmd,
+    },
     /// Dispatch a stored event again with the current mappings.
     Replay {
         event_id: String,
@@ -162,6 +167,25 @@ enum MappingsCmd {
         /// Check the signature too (needs the signature header and the secret in the environment).
         #[arg(long)]
         verify: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// Fields, scores with their ledger, counters, journeys and each route's trigger state.
+    Show {
+        /// The entity (`contact`), as its entity file names it.
+        entity: String,
+        /// Its key (`ann@example.com`), as the facts' key template makes it.
+        key: String,
+        #[arg(long, env = "HUB_STORE", default_value = "hub.redb")]
+        store: PathBuf,
+        /// The admin URL of a running `hub serve` (default: the address it recorded next to the store).
+        #[arg(long, env = "HUB_SERVER")]
+        server: Option<String>,
+        /// The mapping files that declare the entity (used when the store is read directly).
+        #[arg(long, env = "HUB_MAPPINGS", default_value = "mappings")]
+        mappings: PathBuf,
     },
 }
 
@@ -315,6 +339,17 @@ fn run(cli: Cli) -> Result<bool> {
                 tolerance,
             };
             verify_cmd::run(&args, &mut out)
+        }
+        Cmd::State { cmd: StateCmd::Show { entity, key, store, server, mappings } } => {
+            runtime()?.block_on(store_cmd::state_show(
+                &store,
+                server.as_deref(),
+                &mappings,
+                &entity,
+                &key,
+                &mut out,
+            ))?;
+            Ok(true)
         }
         Cmd::Replay { event_id, store, server } => {
             runtime()?.block_on(store_cmd::replay(&store, server.as_deref(), &event_id, &mut out))?;

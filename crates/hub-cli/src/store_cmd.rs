@@ -187,6 +187,53 @@ pub async fn replay(store: &Path, server: Option<&str>, id: &str, out: &mut dyn 
 
 /// A value as one URL path segment or query value (ids are `evt_...`; anything else is
 /// percent-encoded, never read as more path or another parameter).
+/// `hub state show ENTITY KEY`: the entity's state explained (fields, scores with their ledger,
+/// counters, journeys, each route armed or not), read from the store, or from the running
+/// `hub serve` that holds it.
+pub async fn state_show(
+    store: &Path,
+    server: Option<&str>,
+    mappings: &Path,
+    entity: &str,
+    key: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use hub_core::ports::state::{StateKey, StateStore};
+    use hub_core::triggers::StateLookup;
+    let st = match open(store, server)? {
+        Target::Local(st) => st,
+        Target::Server(admin) => {
+            let path = format!("/admin/state/{}/{}", path_segment(entity), path_segment(key));
+            let v = admin.send(reqwest::Method::GET, &path).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            return Ok(());
+        }
+    };
+    let paths =
+        crate::files::mapping_files(mappings).with_context(|| format!("reading {}", mappings.display()))?;
+    let set = hub_core::mapping::MappingSet::compile(
+        &crate::files::read_all(&paths)?,
+        &crate::mappings_cmd::EnvOrPlaceholder,
+    )
+    .map_err(|d| {
+        anyhow::anyhow!(
+            "the mappings do not compile:\n{}",
+            d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let stored = st.load(&[StateKey::new(entity, key)]).await?.pop().flatten();
+    match hub_core::triggers::describe(&set, entity, key, stored.as_ref(), SystemClock.now())? {
+        StateLookup::Found(v) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        StateLookup::UnknownEntity => {
+            bail!("no entity file under {} declares `entity: {entity}`", mappings.display())
+        }
+        StateLookup::NotStored => {
+            bail!("nothing is stored for {entity}/{key} (no fact about it was applied)")
+        }
+    }
+    Ok(())
+}
+
 fn path_segment(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -197,4 +244,66 @@ fn path_segment(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use hub_core::ports::state::StateKey;
+    use hub_core::triggers::state::{EntityState, Points};
+
+    /// `hub state show` reads a contact's state from the store and explains it with the shipped
+    /// entity file; an unknown entity or key is an error that says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_show_explains_a_stored_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.redb");
+        let mappings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mappings");
+        {
+            let st = RedbStore::open(&path).unwrap();
+            let mut state = EntityState::default();
+            let now = SystemClock.now().0;
+            state.scores.insert(
+                "lead_score".into(),
+                vec![Points {
+                    fact: "evt_1/0".into(),
+                    points: 7.0,
+                    at: now,
+                    expires: Some(now + 86_400_000),
+                }],
+            );
+            let change = Change::PutState {
+                key: StateKey::new("contact", "ann@example.com"),
+                value: state.to_json(),
+                read_version: 0,
+            };
+            st.commit(Commit::new(hub_core::time::UnixMillis(now)).with(change)).await.unwrap();
+        }
+        let out = show(&path, &mappings, "contact", "ann@example.com").await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["view"]["lead_score"], 7);
+        assert_eq!(v["ledger"]["lead_score"][0]["live"], true);
+        assert_eq!(v["triggers"]["contact.hot-lead-to-sales"]["armed"], true);
+        let err = show(&path, &mappings, "contact", "bob@example.com").await.unwrap_err();
+        assert!(err.to_string().contains("nothing is stored for contact/bob@example.com"), "{err:#}");
+        let err = show(&path, &mappings, "lead", "x").await.unwrap_err();
+        assert!(err.to_string().contains("declares `entity: lead`"), "{err:#}");
+    }
+
+    /// `state_show` once the store's file is free (the writer thread of the last handle lets it
+    /// go a moment after the handle is dropped).
+    async fn show(path: &Path, mappings: &Path, entity: &str, key: &str) -> Result<Vec<u8>> {
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            match state_show(path, None, mappings, entity, key, &mut out).await {
+                Err(e) if e.to_string().contains("admin token") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                other => return other.map(|()| out),
+            }
+        }
+        bail!("the store stayed locked")
+    }
 }

@@ -225,6 +225,7 @@ pub fn admin_routes(state: AppState) -> Router {
         .route("/admin/events", get(admin_list))
         .route("/admin/events/{id}", get(admin_show))
         .route("/admin/events/{id}/replay", post(admin_replay))
+        .route("/admin/state/{entity}/{key}", get(admin_state))
         .with_state(state)
 }
 
@@ -306,6 +307,23 @@ async fn admin_show(
             Json(v).into_response()
         }
         Ok(None) => no_event(&id),
+        Err(e) => store_failure(&e),
+    }
+}
+
+/// One entity's state: fields, scores with their ledger, counters, journeys, trigger states.
+async fn admin_state(State(st): State<AppState>, Path((entity, key)): Path<(String, String)>) -> Response {
+    use hub_core::triggers::StateLookup;
+    match st.hub.entity_state(&entity, &key).await {
+        Ok(StateLookup::Found(v)) => Json(v).into_response(),
+        Ok(StateLookup::UnknownEntity) => error_response(&PublicError::new(
+            ErrorCode::NotFound,
+            format!("no entity file declares `entity: {entity}`"),
+        )),
+        Ok(StateLookup::NotStored) => error_response(&PublicError::new(
+            ErrorCode::NotFound,
+            format!("nothing is stored for {entity}/{key} (no fact about it was applied)"),
+        )),
         Err(e) => store_failure(&e),
     }
 }
@@ -439,5 +457,55 @@ mod listing_tests {
         let next = next.trim_start_matches('<').split('>').next().unwrap().to_string();
         let (link, last) = get(&app, &next).await;
         assert_eq!((last, link), (ids[4..].to_vec(), None), "the last page links nowhere");
+    }
+
+    /// `GET /admin/state/{entity}/{key}` explains a contact's state after a webhook's fact, and
+    /// says why when the entity or the state does not exist.
+    #[tokio::test]
+    async fn an_entitys_state_is_shown_with_its_ledger_and_triggers() {
+        let entity = "entity: contact\nscores:\n  lead_score:\n    rules:\n      - {on: email.opened, points: 2}\nroutes:\n  - id: hot\n    on: {crosses: lead_score, above: 5}\n    map: {a: 1}\n    to: {url: \"https://x.test/a\"}\n";
+        let source = "source:\n  id: opens\n  description: t\n  verify: none\n  facts:\n    - {entity: contact, key: $.body.email, name: email.opened}\nroutes:\n  - id: r\n    map: {a: 1}\n    to: {url: \"https://x.test/b\"}\n";
+        let files = [("e.yaml".to_string(), entity.to_string()), ("s.yaml".to_string(), source.to_string())];
+        let set = MappingSet::compile(&files, &MapSecrets(Default::default())).unwrap();
+        let hub = Arc::new(Hub::new(
+            Arc::new(set),
+            Arc::new(MemoryStorage::new()),
+            Arc::new(ScriptedForwarder::default()),
+            Arc::new(ManualClock::at(UnixMillis(3_000))),
+            Arc::new(RecordingQueue::default()),
+        ));
+        let req = hub_core::request::RawRequest {
+            method: "POST".into(),
+            path: "/hooks/opens".into(),
+            query: None,
+            headers: hub_core::request::Headers(vec![("content-type".into(), "application/json".into())]),
+            body: bytes::Bytes::from_static(br#"{"email": "ann@example.com"}"#),
+            received_at: UnixMillis(3_000),
+            remote_addr: None,
+        };
+        let id = hub.ingest("opens", req).await.unwrap().event_id;
+        hub.run_job(&hub_core::ports::Job::Dispatch(id)).await.unwrap();
+        let app = admin_routes(AppState::new(hub));
+        let call = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let resp =
+                    app.oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+            }
+        };
+        let (status, v) = call("/admin/state/contact/ann@example.com").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["view"]["lead_score"], 2);
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["ledger"]["lead_score"][0]["points"], 2);
+        assert_eq!(v["triggers"]["contact.hot"]["armed"], true);
+        let (status, v) = call("/admin/state/contact/bob@example.com").await;
+        assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (status, v) = call("/admin/state/deal/1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(v["error"]["message"].as_str().unwrap().contains("no entity file declares"), "{v}");
     }
 }

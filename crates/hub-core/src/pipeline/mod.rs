@@ -150,6 +150,18 @@ impl Hub {
         self.storage.event(id).await
     }
 
+    /// One entity's state, explained (`hub state show`).
+    pub async fn entity_state(
+        &self,
+        entity: &str,
+        key: &str,
+    ) -> Result<crate::triggers::StateLookup, StoreError> {
+        let stored =
+            self.storage.load(&[crate::ports::state::StateKey::new(entity, key)]).await?.pop().flatten();
+        crate::triggers::describe(&self.mappings(), entity, key, stored.as_ref(), self.clock.now())
+            .map_err(|e| StoreError::Corrupt(format!("state {entity}/{key}: {e}")))
+    }
+
     /// The body of one event as stored.
     pub async fn body(&self, id: &EventId) -> Result<Option<Bytes>, StoreError> {
         self.storage.body(id).await

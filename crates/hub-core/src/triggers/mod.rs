@@ -386,3 +386,35 @@ pub fn fact_envelope(
     m.insert("entity".into(), Value::Object(entity));
     m
 }
+
+/// What `hub state show` answers for one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateLookup {
+    /// No entity file declares this entity.
+    UnknownEntity,
+    /// Nothing is stored for this key (no fact about it was applied).
+    NotStored,
+    /// The state as stored (`version`) and explained at `now`: its view, each score's ledger,
+    /// each route's trigger state.
+    Found(Value),
+}
+
+/// Explains a stored state item of `entity`/`key` (see [`StateLookup`]).
+pub fn describe(
+    set: &crate::mapping::MappingSet,
+    entity: &str,
+    key: &str,
+    stored: Option<&crate::ports::state::Versioned>,
+    now: UnixMillis,
+) -> Result<StateLookup, serde_json::Error> {
+    let Some(e) = set.entities.get(entity) else { return Ok(StateLookup::UnknownEntity) };
+    let Some(v) = stored else { return Ok(StateLookup::NotStored) };
+    let state = state::EntityState::from_json(&v.value)?;
+    let mut out = state.explain(e, now);
+    if let Value::Object(m) = &mut out {
+        m.insert("entity".into(), Value::String(entity.to_string()));
+        m.insert("key".into(), Value::String(key.to_string()));
+        m.insert("version".into(), Value::from(v.version));
+    }
+    Ok(StateLookup::Found(out))
+}

@@ -54,16 +54,20 @@ struct Scenario {
     failures: u32,
     /// Measure a repeat of an already delivered webhook.
     duplicate: bool,
+    /// Each webhook also states a fact about a new contact, whose score crosses a threshold:
+    /// its state item is written and an entity route fires (one more delivery).
+    fact: bool,
     webhooks: usize,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "1 route, delivered first try",
         routes: 1,
         for_each: None,
         failures: 0,
         duplicate: false,
+        fact: false,
         webhooks: 10,
     },
     Scenario {
@@ -72,15 +76,25 @@ const SCENARIOS: [Scenario; 5] = [
         for_each: None,
         failures: 3,
         duplicate: false,
+        fact: false,
         webhooks: 4,
     },
-    Scenario { name: "10 routes", routes: 10, for_each: None, failures: 0, duplicate: false, webhooks: 5 },
+    Scenario {
+        name: "10 routes",
+        routes: 10,
+        for_each: None,
+        failures: 0,
+        duplicate: false,
+        fact: false,
+        webhooks: 5,
+    },
     Scenario {
         name: "for_each over 100 items",
         routes: 1,
         for_each: Some(100),
         failures: 0,
         duplicate: false,
+        fact: false,
         webhooks: 2,
     },
     Scenario {
@@ -89,14 +103,31 @@ const SCENARIOS: [Scenario; 5] = [
         for_each: None,
         failures: 0,
         duplicate: true,
+        fact: false,
         webhooks: 5,
+    },
+    Scenario {
+        name: "1 route + a fact that fires an entity route",
+        routes: 1,
+        for_each: None,
+        failures: 0,
+        duplicate: false,
+        fact: true,
+        webhooks: 10,
     },
 ];
 
+/// The entity of the fact scenario: a point per lead, a route at one point.
+const CONTACT: &str = "entity: contact\nscores:\n  lead_score:\n    rules:\n      - {on: lead.received, points: 1}\nroutes:\n  - id: new-lead\n    on: {crosses: lead_score, above: 1}\n    map: {lead: $.entity.contact.id}\n    to: {url: \"https://sales.example/leads\"}\n";
+
 fn mapping(s: &Scenario) -> String {
     let mut out = String::from(
-        "source:\n  id: leads\n  description: capacity meter sender (a signature costs no DynamoDB capacity)\n  verify: none\n  dedup: {path: $.body.id}\nroutes:\n",
+        "source:\n  id: leads\n  description: capacity meter sender (a signature costs no DynamoDB capacity)\n  verify: none\n  dedup: {path: $.body.id}\n",
     );
+    if s.fact {
+        out.push_str("  facts:\n    - {entity: contact, key: $.body.id, name: lead.received}\n");
+    }
+    out.push_str("routes:\n");
     let retry =
         "    retry: {initial_delay: 1s, max_delay: 1s, jitter: false, max_attempts: 6, timeout: 2s}\n";
     match s.for_each {
@@ -136,7 +167,10 @@ fn lead(id: &str, items: Option<usize>) -> String {
 }
 
 async fn measure(clients: &hub_aws::Clients, s: &Scenario) -> anyhow::Result<Tally> {
-    let files = vec![("leads.yaml".to_string(), mapping(s))];
+    let mut files = vec![("leads.yaml".to_string(), mapping(s))];
+    if s.fact {
+        files.push(("contact.yaml".to_string(), CONTACT.to_string()));
+    }
     // The mapping pointer is read at most once an hour: its cost is per instance, not per webhook.
     let dep =
         Deployment::create(clients.clone(), &files, &json!({}), 15, &[("HUB_MAPPINGS_REFRESH_SECS", "3600")])
@@ -184,7 +218,7 @@ async fn measure(clients: &hub_aws::Clients, s: &Scenario) -> anyhow::Result<Tal
     let tally = meter.take();
     // How many deliveries each webhook made and how many attempts they took, as a check.
     let ev = watcher.hub().event(ids.first().context("an event")?).await?.context("stored")?;
-    let want = s.for_each.unwrap_or(s.routes);
+    let want = s.for_each.unwrap_or(s.routes) + usize::from(s.fact);
     let got = ev.current_deliveries().len();
     let attempts: u32 = ev.current_deliveries().iter().map(|d| d.attempts).sum();
     if got != want || attempts != u32::try_from(want)? * (s.failures + 1) {

@@ -145,8 +145,11 @@ fn facts_bench(root: &Path) {
     };
     let mut states: std::collections::HashMap<_, hub_core::triggers::state::EntityState> = Default::default();
     let mut fired = 0usize;
+    let mut seq = 0usize;
     let mut stateful = |req: &RawRequest| {
-        let id = EventId::new("evt_bench");
+        // Each webhook is its own event: its fact has its own id and is applied.
+        seq += 1;
+        let id = EventId::new(format!("evt_bench_{seq}"));
         let checked = Verified::check(source, req.clone()).expect("admitted");
         let facts: Vec<_> = checked.facts(&id, &set).into_iter().map(|f| f.expect("fact")).collect();
         let mut loaded: Vec<Loaded> = facts

@@ -857,6 +857,7 @@ const SET_CASES: &[(&str, &str, &str, Says)] = &[
              --allow-net / HUB_ALLOW_NETS, or AllowNets on AWS)",
         ),
     ),
+    ("duplicate_entity", "d.yaml", "1:9", Exactly("entity `contact` is declared twice (also in c.yaml:1:9)")),
 ];
 
 /// Why a case failed, with the line each diagnostic points at and a caret under its column.
@@ -909,6 +910,15 @@ fn every_diagnostic_points_at_its_line_and_says_why() {
         set.check_reach(&[]).err().unwrap_or_default().iter().map(ToString::to_string).collect();
     let (name, f, at, says) = SET_CASES[1];
     failures.extend(check(name, &reach, &got, f, at, says));
+
+    let entity = file("entity: contact\nfields:\n  plan: {from: x.y, value: $.fact.data.plan}\n");
+    let set = MappingSet::compile(
+        &[("c.yaml".into(), entity.clone()), ("d.yaml".into(), entity.clone())],
+        &secrets(),
+    );
+    let got: Vec<String> = set.err().unwrap_or_default().iter().map(ToString::to_string).collect();
+    let (name, f, at, says) = SET_CASES[2];
+    failures.extend(check(name, &entity, &got, f, at, says));
 
     assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
